@@ -1,0 +1,98 @@
+"""The ``ldensf`` command: info, generate (and later train, assimilate, run, bench)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import platform
+import sys
+
+from . import __version__
+from .config import CASES, PRESETS, load_config
+from .errors import USER_ERRORS
+
+
+def _add_config_args(p: argparse.ArgumentParser, case_default: str | None = "swe") -> None:
+    p.add_argument("--case", choices=CASES, default=case_default, help="test case (default: %(default)s)")
+    p.add_argument("--preset", default="small", help=f"one of {', '.join(PRESETS)} (default: %(default)s)")
+    p.add_argument("--config", default=None, help="YAML file merged over the preset")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set swe.n=64 (repeatable)")
+
+
+def _config(args):
+    return load_config(args.preset, case=args.case, overrides=args.overrides, path=args.config)
+
+
+def cmd_info(args) -> int:
+    print(f"ldensf_hpc {__version__}  python {platform.python_version()}  {platform.machine()}")
+    for name in ("numpy", "scipy", "numba", "torch", "h5py", "dask", "distributed", "dask_jobqueue",
+                 "mpi4py", "cupy", "tqdm", "yaml"):
+        if importlib.util.find_spec(name) is None:
+            print(f"  {name:14s} not installed")
+            continue
+        try:
+            mod = importlib.import_module(name)
+            print(f"  {name:14s} {getattr(mod, '__version__', '?')}")
+        except Exception as exc:  # a broken optional install is reported, not fatal
+            print(f"  {name:14s} import failed: {exc}")
+    from .backend import cupy_available
+
+    print(f"  CUDA GPU (cupy) {'yes' if cupy_available() else 'no'}")
+    try:
+        import torch
+
+        print(f"  torch CUDA      {'yes' if torch.cuda.is_available() else 'no'}; threads {torch.get_num_threads()}")
+    except ImportError:
+        pass
+    try:
+        from mpi4py import MPI
+
+        print(f"  MPI             {MPI.Get_library_version().splitlines()[0]}")
+    except Exception as exc:
+        print(f"  MPI             unavailable ({exc})")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from .data.generate import generate
+
+    cfg = _config(args)
+    generate(cfg, args.out, scheduler=args.scheduler, workers=args.workers, backend=args.backend)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ldensf", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"ldensf_hpc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="versions and backends found on this machine")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("generate", help="generate a trajectory dataset into HDF5 shards (resumable)")
+    _add_config_args(p)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--backend", choices=("dask", "mpi", "serial"), default="dask",
+                   help="dask (default), mpi (under mpiexec, no Dask) or serial")
+    p.add_argument("--scheduler", default="local",
+                   help="dask scheduler: local, mpi (dask-mpi), slurm, or a scheduler address")
+    p.add_argument("--workers", type=int, default=None, help="dask workers (default: CPU count)")
+    p.set_defaults(func=cmd_generate)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as exc:
+        print(f"ldensf: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ldensf: interrupted; finished shards are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

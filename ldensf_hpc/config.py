@@ -1,0 +1,197 @@
+"""Typed configuration loaded from YAML presets with ``key.sub=value`` overrides."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A preset, override or field value that cannot be used."""
+
+
+@dataclass
+class SWEConfig:
+    """Tsunami shallow water on an L x L basin (DESIGN.md, "Test cases")."""
+
+    n: int = 150  # grid points per direction
+    length: float = 1.0e6  # basin side L [m]
+    depth: float = 100.0  # mean depth H [m]
+    g: float = 9.81  # gravity [m s^-2]
+    f0: float = 1.0e-4  # Coriolis parameter [s^-1]
+    beta: float = 2.0e-11  # beta-plane gradient [m^-1 s^-1]
+    cfl: float = 0.1  # dt = cfl * dx / sqrt(g H)
+    n_steps: int = 2000  # solver steps per trajectory
+    save_every: int = 5  # steps between stored frames
+    bump_width: float = 5.0e4  # Gaussian bump sigma [m]
+    bump_height: float = 1.0  # Gaussian bump amplitude [m]
+    backend: str = "numba"  # numpy | numba | cupy
+
+
+@dataclass
+class KolmogorovConfig:
+    """Forced 2-D Navier-Stokes on [0, 2pi]^2 in vorticity form."""
+
+    n: int = 150
+    dt: float = 0.004
+    steps_per_frame: int = 10  # frames every 0.04
+    warmup_frames: int = 100  # dropped
+    n_frames: int = 200  # kept
+    re_min: float = 500.0
+    re_max: float = 1500.0
+    drag: float = 0.1  # linear drag coefficient
+    forcing_wavenumber: int = 4  # f = sin(k y) x-hat
+    backend: str = "numpy"  # numpy | scipy | cupy
+    workers: int = 2  # scipy.fft workers
+
+
+@dataclass
+class Lorenz96Config:
+    d: int = 40
+    forcing: float = 8.0
+    dt: float = 0.01
+
+
+@dataclass
+class DataConfig:
+    n_trajectories: int = 200
+    shard_size: int = 4  # trajectories per HDF5 shard
+    seed: int = 0
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    points_per_frame: int = 5000
+
+
+@dataclass
+class ObserveConfig:
+    stride: int = 15  # every stride-th grid point (10 x 10 of 150 x 150)
+    every: int = 8  # stored frames between observations (SWE: 40 steps)
+    noise: float = 0.1  # relative to the normalised field's std
+
+
+@dataclass
+class EnSFConfig:
+    """Ensemble score filter settings (paper eqs. 6-12)."""
+
+    ensemble_size: int = 20
+    n_steps: int = 100  # Euler-Maruyama steps in pseudo-time
+    eps_alpha: float = 0.01
+    eps_beta: float = 0.0
+    mixture: bool = True  # mixture prior score (False: member-paired)
+    score_clip: float | None = None
+    kernel: str = "numba"  # reference | numba | cuda
+
+
+@dataclass
+class Config:
+    case: str = "swe"
+    preset: str = "small"
+    swe: SWEConfig = field(default_factory=SWEConfig)
+    kolmogorov: KolmogorovConfig = field(default_factory=KolmogorovConfig)
+    lorenz96: Lorenz96Config = field(default_factory=Lorenz96Config)
+    data: DataConfig = field(default_factory=DataConfig)
+    observe: ObserveConfig = field(default_factory=ObserveConfig)
+    ensf: EnSFConfig = field(default_factory=EnSFConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESETS = ("tiny", "small", "paper")
+CASES = ("swe", "kolmogorov")
+
+
+def _coerce(tp, value, where: str):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return _build(tp, value, where)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None:
+            return None
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if tp is int and float(value) != int(value):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return tp(value)
+    if tp is str:
+        return str(value)
+    return value
+
+
+def _build(cls, values: dict, where: str):
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+    obj = cls()
+    for name, value in values.items():
+        setattr(obj, name, _coerce(hints[name], value, f"{where}.{name}" if where else name))
+    return obj
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """Turn ``"swe.n=64"`` into ``{"swe": {"n": 64}}`` (value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw)
+    for part in reversed(key.strip().split(".")):
+        if not part:
+            raise ConfigError(f"override {text!r} has an empty key")
+        value = {part: value}
+    return value
+
+
+def preset_dict(name: str) -> dict:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    text = resources.files("ldensf_hpc.presets").joinpath(f"{name}.yaml").read_text()
+    return yaml.safe_load(text) or {}
+
+
+def load_config(preset: str = "small", case: str | None = None, overrides=(), path: str | Path | None = None) -> Config:
+    """Build a :class:`Config` from a preset (or YAML file), then apply overrides."""
+    values = preset_dict(preset)
+    values["preset"] = preset
+    if path is not None:
+        try:
+            values = _merge(values, yaml.safe_load(Path(path).read_text()) or {})
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    for text in overrides:
+        values = _merge(values, parse_override(text))
+    if case is not None:
+        values["case"] = case
+    cfg = _build(Config, values, "")
+    if cfg.case not in CASES + ("lorenz96",):
+        raise ConfigError(f"unknown case {cfg.case!r}; choose one of {', '.join(CASES)}")
+    return cfg
+
+
+def config_from_dict(values: dict) -> Config:
+    """Rebuild a :class:`Config` from :meth:`Config.to_dict` output (e.g. HDF5 attrs)."""
+    return _build(Config, values, "")

@@ -1,0 +1,1 @@
+"""Data-assimilation filters sharing one interface (see :mod:`ldensf_hpc.filters.base`)."""

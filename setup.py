@@ -1,0 +1,29 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="ldensf_hpc",
+    version="0.1.0",
+    description="HPC engine for latent-space data assimilation with ensemble score filters (LD-EnSF)",
+    python_requires=">=3.11",
+    packages=find_packages(include=["ldensf_hpc", "ldensf_hpc.*"]),
+    package_data={"ldensf_hpc": ["presets/*.yaml"]},
+    install_requires=[
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "numba>=0.60",
+        "torch==2.13.0",
+        "h5py>=3.10",
+        "dask[distributed]>=2024.1",
+        "dask-jobqueue>=0.8",
+        "mpi4py>=4.0",
+        "mpich",
+        "PyYAML>=6.0",
+        "tqdm>=4.66",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "pytest-mpi>=0.6", "pytest-timeout>=2.3", "cmake>=3.27"],
+        "cuda": ["cupy-cuda13x", "numba-cuda"],
+    },
+    entry_points={"console_scripts": ["ldensf=ldensf_hpc.cli:main"]},
+)
