@@ -62,6 +62,23 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_jobs_render(args) -> int:
+    from .jobs import SlurmJob, render_slurm
+
+    job = SlurmJob(args.template, case=args.case, preset=args.preset, nodes=args.nodes,
+                   ntasks_per_node=args.ntasks_per_node, cpus_per_task=args.cpus_per_task, gpus=args.gpus,
+                   time=args.time, partition=args.partition, account=args.account, data=args.data,
+                   runs=args.runs, extra=" ".join(f"--set {o}" for o in args.overrides))
+    text = render_slurm(job)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text)
+        print(f"wrote {args.out}; submit with: sbatch {args.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ldensf", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ldensf_hpc {__version__}")
@@ -79,6 +96,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dask scheduler: local, mpi (dask-mpi), slurm, or a scheduler address")
     p.add_argument("--workers", type=int, default=None, help="dask workers (default: CPU count)")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("jobs", help="job scripts for clusters")
+    jobs = p.add_subparsers(dest="jobs_command", required=True)
+    p = jobs.add_parser("render", help="fill a SLURM template: ldensf jobs render slurm generate --nodes 4")
+    p.add_argument("system", choices=("slurm",))
+    p.add_argument("template", help="generate, generate_dask, train, assimilate, timing or scaling")
+    _add_config_args(p)
+    for knob, default in (("nodes", 1), ("ntasks-per-node", 1), ("cpus-per-task", 1), ("gpus", 0)):
+        p.add_argument(f"--{knob}", type=int, default=default)
+    p.add_argument("--time", default="01:00:00")
+    p.add_argument("--partition", default=None)
+    p.add_argument("--account", default=None)
+    p.add_argument("--data", default="data", help="dataset directory the job reads or writes")
+    p.add_argument("--runs", default="runs", help="directory for checkpoints and reports")
+    p.add_argument("--out", default=None, help="write the script here (default: print it)")
+    p.set_defaults(func=cmd_jobs_render)
     return parser
 
 
