@@ -1,0 +1,284 @@
+"""Kolmogorov flow: forced 2-D Navier-Stokes on [0, 2 pi]^2 in vorticity form (paper eq. 22).
+
+Taking the curl of eq. 22 with f = F sin(k_f y) x-hat - drag v (F = 1) gives
+
+    d omega/dt + v . grad omega = nu lap omega - drag omega - F k_f cos(k_f y),   nu = 1 / Re,
+
+with omega = d v/dx - d u/dy and v = (u, v) = (d psi/dy, -d psi/dx), lap psi = -omega.
+
+Discretisation (pseudo-spectral, n x n points, real FFTs):
+
+- state: the vorticity spectrum ``omega_hat = rfft2(omega)``, shape ``(K, n, n // 2 + 1)``
+  complex, axes (k_y, k_x); it holds no mean flow (the k = 0 velocity mode is zero)
+  and only resolved modes |k_x|, |k_y| <= (n - 1) // 3 (2/3 rule);
+- advection in divergence form d(u omega)/dx + d(v omega)/dy, products taken on the grid
+  and dealiased by the 2/3 rule;
+- viscosity and drag, L = -nu |k|^2 - drag per member, by an integrating factor (exact
+  for the linear part, e.g. Taylor-Green decay); advection and forcing by classical RK4
+  on the transformed variable (Lawson's IF-RK4, 4th order in time).
+
+Fields (``to_fields``) are the velocities ``(K, 2, n, n)`` = (u, v), indexed ``[..., iy, ix]``
+at x_j = y_j = 2 pi j / n. FFT backends ("numpy", "scipy", "cupy") are chosen by name
+from :data:`FFT_BACKENDS`; the array code is written once against ``xp``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..backend import get_xp, to_numpy
+from ..config import ConfigError
+from . import SolverError
+
+MAX_CFL = 1.0  # max |v| dt / dx accepted before a step (RK4 + 2/3-dealiased spectral advection)
+INITIAL_PEAK_WAVENUMBER = 4.0  # initial vorticity spectrum ~ exp(-|k|^2 / (2 k_p^2)), |k| <= 2 k_p
+INITIAL_RMS_SPEED = 1.0  # sqrt(<u^2 + v^2>) of the initial state
+
+
+@dataclass(frozen=True)
+class SpectralBackend:
+    """An array module plus the real 2-D FFT pair over the last two axes."""
+
+    name: str
+    xp: object
+    rfft2: Callable
+    irfft2: Callable  # irfft2(a, n) -> real (..., n, n)
+
+
+def _numpy_fft(workers: int) -> SpectralBackend:
+    return SpectralBackend("numpy", np, np.fft.rfft2, lambda a, n: np.fft.irfft2(a, s=(n, n)))
+
+
+def _scipy_fft(workers: int) -> SpectralBackend:
+    import scipy.fft
+
+    return SpectralBackend(
+        "scipy",
+        np,
+        lambda a: scipy.fft.rfft2(a, workers=workers),
+        lambda a, n: scipy.fft.irfft2(a, s=(n, n), workers=workers),
+    )
+
+
+def _cupy_fft(workers: int) -> SpectralBackend:
+    cp = get_xp("cupy")  # raises BackendError without a usable GPU
+    return SpectralBackend("cupy", cp, cp.fft.rfft2, lambda a, n: cp.fft.irfft2(a, s=(n, n)))
+
+
+FFT_BACKENDS: dict[str, Callable[[int], SpectralBackend]] = {
+    "numpy": _numpy_fft,
+    "scipy": _scipy_fft,
+    "cupy": _cupy_fft,
+}
+
+
+def fft_backend(name: str, workers: int = 1) -> SpectralBackend:
+    """The FFT backend called ``name`` (one of :data:`FFT_BACKENDS`)."""
+    if name not in FFT_BACKENDS:
+        raise ConfigError(f"kolmogorov.backend: unknown FFT backend {name!r}; choose one of {', '.join(FFT_BACKENDS)}")
+    return FFT_BACKENDS[name](workers)
+
+
+def _check_config(cfg) -> None:
+    problems = []
+    if cfg.n < 8:
+        problems.append(f"n must be >= 8, got {cfg.n}")
+    if not cfg.dt > 0:
+        problems.append(f"dt must be positive, got {cfg.dt}")
+    if cfg.steps_per_frame < 1 or cfg.n_frames < 1 or cfg.warmup_frames < 0:
+        problems.append("steps_per_frame and n_frames must be >= 1 and warmup_frames >= 0")
+    if not 0 < cfg.re_min <= cfg.re_max:
+        problems.append(f"need 0 < re_min <= re_max, got re_min={cfg.re_min}, re_max={cfg.re_max}")
+    if cfg.drag < 0:
+        problems.append(f"drag must be >= 0, got {cfg.drag}")
+    if not 0 <= cfg.forcing_wavenumber <= (cfg.n - 1) // 3:
+        problems.append(
+            f"forcing_wavenumber must be in [0, {(cfg.n - 1) // 3}] (resolved after 2/3 dealiasing on n={cfg.n}), "
+            f"got {cfg.forcing_wavenumber}"
+        )
+    if cfg.workers < 1:
+        problems.append(f"workers must be >= 1, got {cfg.workers}")
+    if problems:
+        raise ConfigError("kolmogorov: " + "; ".join(problems))
+
+
+def wavenumbers(n: int):
+    """Integer wavenumbers ``(ky, kx)`` on the rfft2 grid, shapes ``(n, 1)`` and ``(1, n // 2 + 1)``."""
+    return np.fft.fftfreq(n, 1.0 / n)[:, None], np.fft.rfftfreq(n, 1.0 / n)[None, :]
+
+
+def energy_spectrum(fields):
+    """Shell-summed kinetic energy spectrum E(k) of velocity fields ``(K, 2, n, n)``.
+
+    Shells are |k| rounded to the nearest integer, ``k = 0, 1, ...`` up to the grid's corner;
+    returns host arrays ``(k, E)``, ``E`` of shape ``(K, len(k))``, normalised so that
+    ``E.sum(axis=1) = 1/2 <u^2 + v^2>`` (grid mean, Parseval) per member.
+    """
+    velocity = to_numpy(fields)
+    if velocity.ndim != 4 or velocity.shape[1] != 2 or velocity.shape[2] != velocity.shape[3]:
+        raise SolverError(f"energy_spectrum needs velocities of shape (K, 2, n, n), got {velocity.shape}")
+    n = velocity.shape[-1]
+    ky, kx = wavenumbers(n)
+    density = 0.5 * np.sum(np.abs(np.fft.rfft2(velocity)) ** 2, axis=1) / n**4  # (K, n, n//2+1)
+    density[..., 1 : (n + 1) // 2] *= 2.0  # rfft2 stores each kx > 0 (below Nyquist) once for +-kx
+    shell = np.rint(np.sqrt(kx**2 + ky**2)).astype(int)
+    shell = np.broadcast_to(shell, density.shape[1:]).ravel()
+    k = np.arange(shell.max() + 1)
+    E = np.stack([np.bincount(shell, weights=d.ravel(), minlength=k.size) for d in density])
+    return k, E
+
+
+class Kolmogorov:
+    """Batched pseudo-spectral Kolmogorov-flow solver; parameter ``Re`` per member, params ``(K, 1)``."""
+
+    name = "kolmogorov"
+    field_names = ("u", "v")
+    param_names = ("Re",)
+
+    def __init__(self, cfg):
+        _check_config(cfg)
+        self.cfg = cfg
+        self.dt = cfg.dt
+        self.n = n = cfg.n
+        self.fft = fft_backend(cfg.backend, cfg.workers)
+        xp = self.fft.xp
+        self.grid = {"n": n, "length": 2 * math.pi, "dx": 2 * math.pi / n, "units": "nondimensional"}
+        ky, kx = wavenumbers(n)
+        k2 = kx**2 + ky**2
+        kcut = (n - 1) // 3
+        resolved = (np.abs(kx) <= kcut) & (np.abs(ky) <= kcut)
+        inv_k2 = np.divide(1.0, k2, out=np.zeros_like(k2), where=k2 > 0)
+        # (u, v, omega)_hat = ops * omega_hat; Nyquist rows/columns lie outside `resolved`.
+        self._velocity_ops = xp.asarray(np.stack([1j * ky * inv_k2, -1j * kx * inv_k2]) * resolved)
+        self._field_ops = xp.concatenate([self._velocity_ops, xp.ones((1,) + k2.shape, complex)])
+        self._ikx = xp.asarray(1j * kx * resolved)
+        self._iky = xp.asarray(1j * ky * resolved)
+        self._k2 = xp.asarray(k2)
+        kf = cfg.forcing_wavenumber  # curl f = -kf cos(kf y): rfft2 coefficient -kf n^2 / 2 at (+-kf, 0)
+        forcing_hat = np.zeros(k2.shape, complex)
+        forcing_hat[[kf % n, -kf % n], 0] = -kf * n * n / 2.0
+        self._forcing_hat = xp.asarray(forcing_hat)
+
+    # -- protocol -----------------------------------------------------------------------
+    def sample_params(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Re ~ U(re_min, re_max), shape ``(n, 1)``."""
+        return rng.uniform(self.cfg.re_min, self.cfg.re_max, size=(n, 1))
+
+    def initial_state(self, params, rng: np.random.Generator | None = None):
+        """Random smooth vorticity, one draw per member, deterministic given ``rng``.
+
+        Gaussian Fourier coefficients for 1 <= |k| <= 2 k_p with amplitude
+        exp(-|k|^2 / (2 k_p^2)), k_p = 4 (independent of n, cut at the 2/3 limit),
+        scaled to an rms speed of 1.
+        """
+        K = self._members(params).shape[0]
+        rng = rng if rng is not None else np.random.default_rng(0)
+        n, kp = self.n, INITIAL_PEAK_WAVENUMBER
+        band = min(int(2 * kp), (n - 1) // 3)
+        kk = np.arange(-band, band + 1)
+        kyb, kxb = kk[:, None], kk[None, :]
+        kb2 = kxb**2 + kyb**2
+        amp = np.where((kb2 >= 1) & (kb2 <= (2 * kp) ** 2), np.exp(-kb2 / (2 * kp**2)), 0.0)
+        coeff = amp * (rng.standard_normal((K, kk.size, kk.size)) + 1j * rng.standard_normal((K, kk.size, kk.size)))
+        full = np.zeros((K, n, n), complex)
+        full[:, kyb % n, kxb % n] = coeff
+        omega = np.real(np.fft.ifft2(full))  # the real part keeps the Hermitian-symmetric half
+        xp = self.fft.xp
+        omega_hat = self.fft.rfft2(xp.asarray(omega))
+        rms_speed = xp.sqrt(xp.mean(self.to_fields(omega_hat) ** 2, axis=(2, 3)).sum(axis=1))
+        return omega_hat * (INITIAL_RMS_SPEED / rms_speed)[:, None, None]
+
+    def step(self, state, params, n_steps: int = 1):
+        """Advance every member ``n_steps`` steps of IF-RK4 (Lawson) with step ``dt``.
+
+        With L = -nu |k|^2 - drag, E = exp(L dt), E2 = exp(L dt / 2) and N the advection plus
+        forcing tendency: k1 = N(w), k2 = N(E2 (w + dt/2 k1)), k3 = N(E2 w + dt/2 k2),
+        k4 = N(E w + dt E2 k3), w <- E w + dt/6 (E k1 + 2 E2 (k2 + k3) + k4).
+        """
+        xp, dt = self.fft.xp, self.dt
+        w = self._check_state(state)
+        if int(n_steps) != n_steps or n_steps < 0:
+            raise SolverError(f"Kolmogorov step: n_steps must be an integer >= 0, got {n_steps}")
+        nu = 1.0 / self._members(params, len(w))
+        linear = -nu[:, None, None] * self._k2 - self.cfg.drag
+        E, E2 = xp.exp(linear * dt), xp.exp(linear * (0.5 * dt))
+        for i in range(int(n_steps)):
+            k1 = self.tendency(w, check_step=i)
+            k2 = self.tendency(E2 * (w + (0.5 * dt) * k1))
+            k3 = self.tendency(E2 * w + (0.5 * dt) * k2)
+            k4 = self.tendency(E * w + dt * (E2 * k3))
+            w = E * w + (dt / 6.0) * (E * k1 + 2.0 * E2 * (k2 + k3) + k4)
+        bad = ~xp.all(xp.isfinite(w), axis=(1, 2))
+        if bool(xp.any(bad)):
+            raise SolverError(
+                f"Kolmogorov solver: member(s) {np.flatnonzero(to_numpy(bad)).tolist()} became NaN/Inf "
+                f"in step {int(n_steps) - 1} (counting from 0 in this call)"
+            )
+        return w
+
+    def to_fields(self, state):
+        """Velocities (u, v), shape ``(K, 2, n, n)``, from the vorticity spectrum."""
+        w = self._check_state(state)
+        return self.fft.irfft2(w[:, None] * self._velocity_ops, self.n)
+
+    def from_fields(self, fields):
+        """Vorticity spectrum (curl of the velocity), projected onto the resolved, mean-free modes."""
+        xp = self.fft.xp
+        fields = xp.asarray(fields)
+        if fields.ndim != 4 or fields.shape[1:] != (2, self.n, self.n):
+            raise SolverError(f"Kolmogorov fields must have shape (K, 2, {self.n}, {self.n}), got {fields.shape}")
+        velocity_hat = self.fft.rfft2(fields)
+        return self._ikx * velocity_hat[:, 1] - self._iky * velocity_hat[:, 0]
+
+    def tendency(self, w, check_step: int | None = None):
+        """N(omega_hat) = -(2/3-dealiased) div(v omega) + curl f, the explicit part of the step.
+
+        Products are formed on the grid from (u, v, omega); with ``check_step`` the CFL number
+        and finiteness of (u, v) are checked first (see :meth:`step`).
+        """
+        u, v, omega = self.fft.irfft2(w[:, None] * self._field_ops, self.n).transpose(1, 0, 2, 3)
+        if check_step is not None:
+            self._check_cfl(u, v, check_step)
+        flux = self.fft.rfft2(self.fft.xp.stack([u * omega, v * omega], axis=1))
+        return self._forcing_hat - (self._ikx * flux[:, 0] + self._iky * flux[:, 1])
+
+    # -- internals ----------------------------------------------------------------------
+    def _check_cfl(self, u, v, step: int) -> None:
+        """Raise before ``step`` if a member's velocity is NaN/Inf or max|v| dt/dx > MAX_CFL."""
+        xp = self.fft.xp
+        cfl = to_numpy(xp.max(xp.hypot(u, v), axis=(1, 2))) * self.dt / self.grid["dx"]
+        bad = np.flatnonzero(~np.isfinite(cfl)).tolist()
+        if bad and step == 0:
+            raise SolverError(f"Kolmogorov solver: the state of member(s) {bad} contains NaN/Inf")
+        if bad:
+            raise SolverError(
+                f"Kolmogorov solver: member(s) {bad} became NaN/Inf in step {step - 1} (counting from 0 in this call)"
+            )
+        if cfl.max() > MAX_CFL:
+            member = int(np.argmax(cfl))
+            raise SolverError(
+                f"Kolmogorov solver: CFL number max|v| dt/dx = {cfl.max():.3g} > {MAX_CFL} (member {member}, "
+                f"before step {step}); reduce kolmogorov.dt (now {self.dt})"
+            )
+
+    def _members(self, params, K: int | None = None):
+        xp = self.fft.xp
+        re = xp.asarray(params, dtype=float)
+        if re.ndim != 2 or re.shape[1] != 1 or (K is not None and re.shape[0] != K):
+            want = f"({K}, 1)" if K is not None else "(K, 1)"
+            raise SolverError(f"Kolmogorov params must be Re with shape {want}, got {tuple(re.shape)}")
+        if not bool(xp.all(re > 0)):
+            raise SolverError("Kolmogorov params: Re must be positive")
+        return re[:, 0]
+
+    def _check_state(self, state):
+        shape = (self.n, self.n // 2 + 1)
+        if getattr(state, "ndim", 0) != 3 or tuple(state.shape[1:]) != shape:
+            raise SolverError(
+                f"Kolmogorov state must be a vorticity spectrum of shape (K, {shape[0]}, {shape[1]}), "
+                f"got {getattr(state, 'shape', type(state))}"
+            )
+        return state
