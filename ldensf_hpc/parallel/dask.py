@@ -1,0 +1,88 @@
+"""Dask clients for trajectory generation: local processes, dask-mpi, SLURM, or an address.
+
+Every worker is a single-threaded process with its BLAS/OpenMP/Numba pools capped
+at one thread (:func:`ldensf_hpc.parallel.thread_env`), so N workers use N cores.
+
+- ``local``: ``LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)``;
+- ``mpi``: ``dask_mpi.initialize()`` under ``mpiexec -n N`` (rank 0 scheduler, rank 1
+  this client, ranks 2.. workers); needs ``pip install dask-mpi``;
+- ``slurm``: ``dask_jobqueue.SLURMCluster`` from the ``cluster`` config section
+  (queue, account, walltime, cores, memory), scaled to ``workers`` workers;
+- anything else: the address of a running scheduler, e.g. ``tcp://10.0.0.1:8786``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+from ..backend import BackendError
+from . import limit_threads, thread_env
+
+
+def _local(workers: int | None, cluster_cfg):
+    from distributed import LocalCluster
+
+    n = workers or os.cpu_count() or 1
+    return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                        env=thread_env(1))  # dashboard on a free port: never clashes with another run
+
+
+def _mpi(workers: int | None, cluster_cfg):
+    try:
+        import dask_mpi
+    except ImportError:
+        raise BackendError("--scheduler mpi needs dask-mpi: pip install dask-mpi "
+                           "(or use --backend mpi, which needs only mpi4py)") from None
+    limit_threads(1)  # this process becomes the scheduler, the client or a worker
+    dask_mpi.initialize(nthreads=1, dashboard=False)  # returns on the client rank only
+    return None  # the client finds the scheduler through the config set by initialize
+
+
+def slurm_cluster(cluster_cfg):
+    """An unscaled ``SLURMCluster``: one single-threaded worker per core of each job."""
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError:
+        raise BackendError("--scheduler slurm needs dask-jobqueue: pip install dask-jobqueue") from None
+    c = cluster_cfg
+    if c.cores < 1:
+        raise BackendError(f"cluster.cores must be >= 1, got {c.cores}")
+    prologue = [f"export {k}={v}" for k, v in thread_env(1).items()]
+    return SLURMCluster(queue=c.queue, account=c.account, walltime=c.walltime, cores=c.cores,
+                        processes=c.cores, memory=c.memory, job_script_prologue=prologue,
+                        scheduler_options={"dashboard_address": None})
+
+
+def _slurm(workers: int | None, cluster_cfg):
+    cluster = slurm_cluster(cluster_cfg)
+    cluster.scale(workers or cluster_cfg.cores)
+    return cluster
+
+
+SCHEDULERS = {"local": _local, "mpi": _mpi, "slurm": _slurm}
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str = "local", workers: int | None = None, cluster_cfg=None):
+    """A connected ``distributed.Client``; a cluster created here is closed on exit."""
+    from distributed import Client
+
+    if workers is not None and workers < 1:
+        raise BackendError(f"--workers must be >= 1, got {workers}")
+    if scheduler in SCHEDULERS:
+        cluster = target = SCHEDULERS[scheduler](workers, cluster_cfg)
+    elif "://" in scheduler or ":" in scheduler:
+        cluster, target = None, scheduler
+    else:
+        raise BackendError(f"unknown Dask scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)} "
+                           "or give a scheduler address such as tcp://host:8786")
+    try:
+        try:
+            client = Client(target, timeout="30s")
+        except OSError as exc:
+            raise BackendError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+        with client:
+            yield client
+    finally:
+        if cluster is not None:
+            cluster.close()
