@@ -7,25 +7,9 @@ from ldensf_hpc.errors import InputError
 from ldensf_hpc.filters.base import Observation, make_filter
 from ldensf_hpc.filters.ensf import EnSF, mixture_score, paired_score
 from ldensf_hpc.filters.score_sde import draw_noise
-from ldensf_hpc.observe import ObservationOperator, full_operator
+from ldensf_hpc.observe import full_operator
 
-K_LARGE = 2000
-
-
-def linear_gaussian(obs_std, seed=0, K=K_LARGE):
-    """d = 4 Gaussian prior sample, components 0 and 1 observed; returns the Kalman posterior too."""
-    rng = np.random.default_rng(seed)
-    d = 4
-    A = rng.standard_normal((d, d))
-    P = A @ A.T / d + 0.5 * np.eye(d)
-    mu = rng.standard_normal(d)
-    forecast = rng.multivariate_normal(mu, P, size=K)
-    op = ObservationOperator("grid", (d,), np.array([0, 1]))
-    H, R = np.eye(d)[:2], obs_std**2 * np.eye(2)
-    y = H @ rng.multivariate_normal(mu, P) + obs_std * rng.standard_normal(2)
-    gain = P @ H.T @ np.linalg.inv(H @ P @ H.T + R)
-    post_mean, post_cov = mu + gain @ (y - H @ mu), (np.eye(d) - gain @ H) @ P
-    return forecast, Observation(op, y, np.full(2, obs_std)), post_mean, post_cov
+from problems import K_LARGE, linear_gaussian
 
 
 def test_mixture_score_is_the_gradient_of_the_log_mixture_density():
