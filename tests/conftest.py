@@ -1,10 +1,17 @@
 """Shared pytest fixtures (keep them small and generic)."""
 from __future__ import annotations
 
-import subprocess
-import sys
+import os
 
-import pytest
+# One BLAS thread per process: the CI machine has 2 cores and MPI tests run 2 ranks;
+# threaded OpenBLAS on a loaded machine made K x K eigendecompositions ~8x slower.
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
 
 
 @pytest.fixture
