@@ -58,7 +58,39 @@ def cmd_generate(args) -> int:
     from .data.generate import generate
 
     cfg = _config(args)
-    generate(cfg, args.out, scheduler=args.scheduler, workers=args.workers, backend=args.backend)
+    summary = generate(cfg, args.out, scheduler=args.scheduler, workers=args.workers, backend=args.backend)
+    if summary.root:
+        print(summary)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .surrogate.train import train
+
+    summaries = train(_config(args), args.data, args.out, model=args.model, progress=not args.quiet)
+    for name, summary in summaries.items():
+        errors = ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if k.endswith(("rel_error", "_latent", "_params")))
+        print(f"{name}: {args.out}/{name}.pt  {errors}")
+    return 0
+
+
+def cmd_assimilate(args) -> int:
+    from .parallel.mpi import assimilate_dataset, summary_table
+
+    record = assimilate_dataset(_config(args), args.data, args.out, filter_name=args.filter, backend=args.backend)
+    if record is not None:  # rank 0 only
+        print(summary_table(record))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .pipeline import run, summary_table
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    report = run(_config(args), args.workdir, methods=methods, generate_backend=args.backend,
+                 progress=not args.quiet)
+    print(summary_table(report))
+    print(f"report: {report['path']}; plots: {', '.join(report['plots'])}")
     return 0
 
 
@@ -96,6 +128,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dask scheduler: local, mpi (dask-mpi), slurm, or a scheduler address")
     p.add_argument("--workers", type=int, default=None, help="dask workers (default: CPU count)")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("train", help="train the LDNet and the LSTM encoder (resumes from OUT/*.pt)")
+    _add_config_args(p)
+    p.add_argument("--data", required=True, help="dataset directory written by `ldensf generate`")
+    p.add_argument("--out", required=True, help="directory for checkpoints ldnet.pt, encoder.pt and summaries")
+    p.add_argument("--model", choices=("ldnet", "encoder", "all"), default="all",
+                   help="what to train (default: %(default)s; the encoder needs a finished LDNet)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("assimilate", help="filter noisy sparse observations of a held-out trajectory")
+    _add_config_args(p)
+    p.add_argument("--data", required=True, help="dataset directory written by `ldensf generate`")
+    p.add_argument("--out", required=True, help="directory for assimilate_<filter>.json")
+    p.add_argument("--filter", default="ensf", help="ensf (default) or letkf")
+    p.add_argument("--backend", choices=("serial", "mpi"), default="serial",
+                   help="serial (default) or mpi: members sharded over the ranks of mpiexec -n N")
+    p.set_defaults(func=cmd_assimilate)
+
+    p = sub.add_parser("run", help="the whole pipeline: generate, train, assimilate (EnSF, LD-EnSF), report")
+    _add_config_args(p)
+    p.add_argument("--workdir", default=None, help="where data, checkpoints and the report go "
+                   "(default: runs/CASE-PRESET; reused when present)")
+    p.add_argument("--methods", default="ensf,ld_ensf", help="comma-separated: ensf, ld_ensf (default: %(default)s)")
+    p.add_argument("--backend", choices=("dask", "serial"), default="dask", help="dataset generation backend")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("jobs", help="job scripts for clusters")
     jobs = p.add_subparsers(dest="jobs_command", required=True)

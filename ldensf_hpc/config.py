@@ -66,6 +66,17 @@ class DataConfig:
 
 
 @dataclass
+class ClusterConfig:
+    """Dask SLURM cluster knobs for ``ldensf generate --scheduler slurm`` (dask_jobqueue)."""
+
+    queue: str | None = None  # SLURM partition (-p)
+    account: str | None = None  # SLURM account (-A)
+    walltime: str = "01:00:00"
+    cores: int = 1  # cores per job, one single-threaded Dask worker per core
+    memory: str = "4GB"  # memory per job
+
+
+@dataclass
 class ObserveConfig:
     stride: int = 15  # every stride-th grid point (10 x 10 of 150 x 150)
     every: int = 8  # stored frames between observations (SWE: 40 steps)
@@ -86,6 +97,89 @@ class EnSFConfig:
 
 
 @dataclass
+class LDEnSFConfig:
+    """LD-EnSF settings on top of ``ensf`` (n_steps, mixture, clip, kernel, ensemble_size)."""
+
+    eps_alpha: float | None = None  # None: the case's reference value (SWE 0.5, Kolmogorov 0.01)
+    obs_std_floor: float = 1.0e-2  # lower bound of the latent observation std (standardised units)
+
+
+@dataclass
+class LETKFConfig:
+    """LETKF baseline (Hunt et al. 2007) with Gaspari-Cohn R-localisation."""
+
+    radius: float | None = 8.0  # Gaspari-Cohn half-width in grid points (None: global ETKF)
+    inflation: float = 1.02  # multiplicative covariance inflation (1: none)
+
+
+@dataclass
+class LDNetConfig:
+    """LDNet sizes and training (paper §3.1, Table 3); defaults are the SWE network."""
+
+    latent: int = 10  # latent dimension d_s
+    dyn_depth: int = 8  # hidden layers of the dynamics network F
+    dyn_width: int = 50
+    rec_depth: int = 7  # hidden layers of the reconstruction network R (residual)
+    rec_width: int = 180
+    fourier_features: int = 64  # frozen random Fourier features of xi (sin + cos each)
+    fourier_scale: float = 2.0  # std of the random frequencies (xi in [-1, 1])
+    activation: str = "relu"  # relu | tanh | gelu | silu
+    dt_hat: float = 0.036  # normalised latent time step (Table 3)
+    frame_every: int = 8  # stored frames per latent step (SWE: 40 solver steps)
+    batch_size: int = 2  # trajectories per batch
+    lr: float = 1.0e-3
+    epochs: int = 2000  # stage one: F and R jointly
+    retrain_epochs: int = 2000  # stage two: R only, F frozen
+    retrain_lr: float = 1.0e-4  # stage two starts from trained R: a smaller step keeps it there
+
+
+@dataclass
+class KolmogorovLDNetConfig(LDNetConfig):
+    """Kolmogorov-flow LDNet (Table 3): latent 9, F 9 x 200, R 15 x 500, frames every 5."""
+
+    latent: int = 9
+    dyn_depth: int = 9
+    dyn_width: int = 200
+    rec_depth: int = 15
+    rec_width: int = 500
+    dt_hat: float = 0.04
+    frame_every: int = 5
+    batch_size: int = 6
+
+
+@dataclass
+class EncoderConfig:
+    """LSTM observation encoder (paper §3.2, Table 4); defaults are the SWE encoder."""
+
+    layers: int = 2
+    hidden: int = 256
+    dropout: float = 0.02  # between LSTM layers
+    batch_size: int = 8  # trajectories per batch
+    lr: float = 1.0e-3
+    epochs: int = 30000
+
+
+@dataclass
+class KolmogorovEncoderConfig(EncoderConfig):
+    layers: int = 1
+    hidden: int = 128
+    dropout: float = 0.0
+    lr: float = 1.0e-4
+
+
+@dataclass
+class TrainConfig:
+    """Shared optimisation settings: Adam + cosine schedule, early stopping, checkpoints."""
+
+    seed: int = 0
+    min_lr_ratio: float = 0.01  # cosine schedule ends at lr * min_lr_ratio
+    patience: int = 200  # epochs without validation improvement before stopping
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch CPU threads (0: all cores this process may use, at most 16)
+    workers: int = 0  # DataLoader worker processes
+
+
+@dataclass
 class Config:
     case: str = "swe"
     preset: str = "small"
@@ -93,8 +187,16 @@ class Config:
     kolmogorov: KolmogorovConfig = field(default_factory=KolmogorovConfig)
     lorenz96: Lorenz96Config = field(default_factory=Lorenz96Config)
     data: DataConfig = field(default_factory=DataConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     observe: ObserveConfig = field(default_factory=ObserveConfig)
     ensf: EnSFConfig = field(default_factory=EnSFConfig)
+    letkf: LETKFConfig = field(default_factory=LETKFConfig)
+    ld_ensf: LDEnSFConfig = field(default_factory=LDEnSFConfig)
+    ldnet_swe: LDNetConfig = field(default_factory=LDNetConfig)
+    ldnet_kolmogorov: KolmogorovLDNetConfig = field(default_factory=KolmogorovLDNetConfig)
+    encoder_swe: EncoderConfig = field(default_factory=EncoderConfig)
+    encoder_kolmogorov: KolmogorovEncoderConfig = field(default_factory=KolmogorovEncoderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,0 +1,178 @@
+"""Latent Dynamics Network (LD-EnSF paper §3.1, eqs. 13-15).
+
+A dynamics network F gives the latent time derivative and an explicit Euler step
+advances the latent state from ``s_{-1} = 0``::
+
+    s_dot_{t-1} = F(s_{t-1}, u_{t-1})                 (eq. 13)
+    s_t = s_{t-1} + dt_hat * s_dot_{t-1}              (eq. 14)
+
+A reconstruction network R maps a latent state and any point ``xi`` of the domain
+(off-grid too) to the fields: ``x~(t, xi) = R(s_t, xi)``. R sees ``xi`` through a
+frozen random Fourier embedding and uses residual hidden layers.
+
+Units inside the network: ``u`` and ``xi`` scaled to [-1, 1], fields standardised
+(see :class:`~ldensf_hpc.data.dataset.Normalization`, carried by the model).
+:meth:`LDNet.fields_at` and :meth:`LDNet.fields_on_grid` take physical coordinates
+and return physical fields.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import nn
+
+from ..config import ConfigError, LDNetConfig
+from ..data.dataset import Normalization
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+def make_activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class MLP(nn.Module):
+    """``depth`` hidden layers of ``width``; ``residual`` adds a skip around each hidden layer
+    after the first. Glorot-normal weights, zero biases (paper Table 3)."""
+
+    def __init__(self, n_in: int, n_out: int, width: int, depth: int, activation: str, residual: bool = False):
+        super().__init__()
+        if depth < 1 or width < 1:
+            raise ConfigError(f"an MLP needs depth >= 1 and width >= 1, got depth {depth}, width {width}")
+        self.inp = nn.Linear(n_in, width)
+        self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(depth - 1))
+        self.out = nn.Linear(width, n_out)
+        self.act = make_activation(activation)
+        self.residual = residual
+        for layer in self.modules():
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_normal_(layer.weight)
+                nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.inp(x))
+        for layer in self.hidden:
+            h = h + self.act(layer(h)) if self.residual else self.act(layer(h))
+        return self.out(h)
+
+
+class FourierEmbedding(nn.Module):
+    """``gamma(xi) = [xi, sin(pi B xi), cos(pi B xi)]`` with frozen ``B ~ N(0, scale^2)`` of shape (2, n)."""
+
+    def __init__(self, n_features: int, scale: float, dim: int = 2):
+        super().__init__()
+        if n_features < 0:
+            raise ConfigError(f"fourier_features must be >= 0, got {n_features}")
+        self.register_buffer("freqs", math.pi * scale * torch.randn(dim, n_features))
+        self.n_out = dim + 2 * n_features
+
+    def forward(self, xi: torch.Tensor) -> torch.Tensor:
+        phase = xi @ self.freqs
+        return torch.cat([xi, torch.sin(phase), torch.cos(phase)], dim=-1)
+
+
+class LDNet(nn.Module):
+    """Dynamics network F and reconstruction network R with their normalisation.
+
+    Parameters
+    ----------
+    cfg : LDNetConfig
+        Sizes, activation, ``dt_hat`` and ``frame_every`` (stored frames per latent step).
+    n_params, n_fields : int
+        Dimensions of ``u`` and of the field vector at a point.
+    norm : Normalization
+        Train-split statistics; kept in checkpoints so a loaded model is self-contained.
+    """
+
+    kind = "ldnet"
+
+    def __init__(self, cfg: LDNetConfig, n_params: int, n_fields: int, norm: Normalization,
+                 field_names: tuple[str, ...] = (), param_names: tuple[str, ...] = ()):
+        super().__init__()
+        if cfg.latent < 1:
+            raise ConfigError(f"latent dimension must be >= 1, got {cfg.latent}")
+        if not cfg.dt_hat > 0:
+            raise ConfigError(f"dt_hat must be positive, got {cfg.dt_hat}")
+        self.cfg, self.norm = cfg, norm
+        self.n_params, self.n_fields, self.latent = n_params, n_fields, cfg.latent
+        self.field_names, self.param_names = tuple(field_names), tuple(param_names)
+        self.dynamics_net = MLP(cfg.latent + n_params, cfg.latent, cfg.dyn_width, cfg.dyn_depth, cfg.activation)
+        self.embedding = FourierEmbedding(cfg.fourier_features, cfg.fourier_scale)
+        self.reconstruction_net = MLP(cfg.latent + self.embedding.n_out, n_fields, cfg.rec_width, cfg.rec_depth,
+                                      cfg.activation, residual=True)
+
+    def dynamics(self, s: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Latent time derivative ``s_dot = F(s, u)`` (eq. 13); ``s (..., latent)``, ``u (..., p)`` scaled."""
+        return self.dynamics_net(torch.cat([s, u], dim=-1))
+
+    def step(self, s: torch.Tensor, u: torch.Tensor, n_steps: int = 1) -> torch.Tensor:
+        """``n_steps`` explicit Euler steps ``s <- s + dt_hat F(s, u)`` (eq. 14), batched over the leading axes."""
+        for _ in range(n_steps):
+            s = s + self.cfg.dt_hat * self.dynamics(s, u)
+        return s
+
+    def initial_latent(self, batch_shape, device=None) -> torch.Tensor:
+        """``s_{-1} = 0`` of shape ``(*batch_shape, latent)``."""
+        return torch.zeros(*batch_shape, self.latent, device=device or self.embedding.freqs.device)
+
+    def rollout(self, u: torch.Tensor, n_frames: int) -> torch.Tensor:
+        """Latent trajectory ``s_0 ... s_{n_frames-1}`` ``(B, T, latent)`` from ``s_{-1} = 0``.
+
+        ``u`` is ``(B, p)`` (constant) or ``(B, T, p)`` (``u_{t-1}`` drives the step to ``s_t``), scaled.
+        """
+        s = self.initial_latent(u.shape[:1], device=u.device).to(u.dtype)
+        out = []
+        for t in range(n_frames):
+            s = self.step(s, u if u.ndim == 2 else u[:, t])
+            out.append(s)
+        return torch.stack(out, dim=1)
+
+    def reconstruct(self, s: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        """Standardised fields ``R(s, xi)`` ``(..., M, F)`` at scaled points ``xi (..., M, 2)``.
+
+        Leading axes of ``s (..., latent)`` and ``xi`` broadcast: e.g. ``s (K, latent)`` with a
+        shared ``xi (M, 2)``, or ``s (B, T, latent)`` with per-frame ``xi (B, T, M, 2)``.
+        """
+        lead = torch.broadcast_shapes(s.shape[:-1], xi.shape[:-2])
+        M = xi.shape[-2]
+        s_b = s.expand(*lead, self.latent).unsqueeze(-2).expand(*lead, M, self.latent)
+        features = self.embedding(xi.expand(*lead, M, xi.shape[-1]))
+        return self.reconstruction_net(torch.cat([s_b, features], dim=-1))
+
+    def fields_at(self, s: torch.Tensor, points, chunk_points: int = 1 << 21) -> torch.Tensor:
+        """Physical fields ``(..., M, F)`` at physical points ``(M, 2)`` ordered (x, y), off-grid allowed.
+
+        Evaluated without gradients in chunks of leading entries so that at most about
+        ``chunk_points`` points are in flight (memory bound for large ensembles and grids).
+        """
+        xi = self.norm.scale_xi(torch.as_tensor(points, dtype=s.dtype, device=s.device))
+        flat = s.reshape(-1, self.latent)
+        step = max(1, chunk_points // xi.shape[0])
+        with torch.no_grad():
+            out = torch.cat([self.reconstruct(flat[i:i + step], xi) for i in range(0, len(flat), step)])
+        return self.norm.unstandardize(out.reshape(*s.shape[:-1], *out.shape[1:]), axis=-1)
+
+    def fields_on_grid(self, s: torch.Tensor, x, y) -> torch.Tensor:
+        """Physical fields ``(..., F, ny, nx)`` on the tensor grid of 1-D coordinates ``x (nx,)``, ``y (ny,)``."""
+        x, y = (torch.as_tensor(a, dtype=s.dtype, device=s.device) for a in (x, y))
+        Y, X = torch.meshgrid(y, x, indexing="ij")
+        out = self.fields_at(s, torch.stack([X.ravel(), Y.ravel()], dim=-1))
+        return out.movedim(-1, -2).reshape(*s.shape[:-1], self.n_fields, len(y), len(x))
+
+    def to_checkpoint(self) -> dict:
+        """Everything :func:`ldensf_hpc.surrogate.load` needs to rebuild this model."""
+        return {"kind": self.kind, "config": dataclasses.asdict(self.cfg), "n_params": self.n_params,
+                "n_fields": self.n_fields, "field_names": list(self.field_names),
+                "param_names": list(self.param_names), "norm": self.norm.to_dict(),
+                "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> LDNet:
+        model = cls(LDNetConfig(**ckpt["config"]), ckpt["n_params"], ckpt["n_fields"],
+                    Normalization.from_dict(ckpt["norm"]), tuple(ckpt["field_names"]), tuple(ckpt["param_names"]))
+        model.load_state_dict(ckpt["state_dict"])
+        return model

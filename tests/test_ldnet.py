@@ -1,0 +1,189 @@
+"""LDNet: Euler latent dynamics, off-grid reconstruction, two-stage training, checkpoints, resume.
+
+Trained on a tiny analytic dataset (test_dataset.write_gaussian_dataset: a travelling
+Gaussian bump and its square on a 12 x 12 grid, the parameter is the bump's start).
+"""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from test_dataset import gaussian_fields, write_gaussian_dataset
+
+from ldensf_hpc.config import ConfigError, LDNetConfig, load_config
+from ldensf_hpc.data.dataset import Normalization
+from ldensf_hpc.errors import DataError
+from ldensf_hpc.surrogate import LDNet, load, load_checkpoint
+from ldensf_hpc.surrogate.train import train_ldnet
+
+TINY_LDNET = ["ldnet_swe.latent=4", "ldnet_swe.dyn_depth=2", "ldnet_swe.dyn_width=32", "ldnet_swe.rec_depth=3",
+              "ldnet_swe.rec_width=64", "ldnet_swe.fourier_features=0", "ldnet_swe.activation=gelu",
+              "ldnet_swe.frame_every=2", "ldnet_swe.dt_hat=0.5", "ldnet_swe.batch_size=2", "ldnet_swe.lr=6.0e-3",
+              "ldnet_swe.retrain_lr=3.0e-4", "data.points_per_frame=144", "data.seed=0", "train.seed=0",
+              "train.patience=1000", "train.device=cpu"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks run fastest (and least disturbed by other jobs) on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_config(*extra):
+    return load_config("tiny", case="swe", overrides=TINY_LDNET + list(extra))
+
+
+class Interrupt(Exception):
+    pass
+
+
+def interrupt_at(phase, epoch, calls):
+    def callback(p, e):
+        calls.append((p, e))
+        if (p, e) == (phase, epoch):
+            raise Interrupt
+
+    return callback
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Train to convergence, interrupted after the last joint epoch so stage two can be checked."""
+    root = tmp_path_factory.mktemp("ldnet")
+    write_gaussian_dataset(root / "data", n_trajectories=10, n_frames=5, n=12, n_params=1)
+    cfg = tiny_config("ldnet_swe.epochs=150", "ldnet_swe.retrain_epochs=50")
+    with pytest.raises(Interrupt):
+        train_ldnet(cfg, root / "data", root / "out", progress=False, callback=interrupt_at("joint", 149, []))
+    before = load_checkpoint(root / "out" / "ldnet.pt")["training"]["best_state"]  # weights entering stage two
+    calls = []
+    summary = train_ldnet(cfg, root / "data", root / "out", progress=False, callback=lambda p, e: calls.append((p, e)))
+    return root, cfg, summary, before, calls
+
+
+def test_overfits_tiny_dataset_below_one_percent(trained):
+    summary, calls = trained[2], trained[4]
+    assert summary["train_rel_error"] < 0.01, summary
+    assert summary["val_rel_error"] < 0.02, summary  # interpolates between nearby parameters
+    joint, retrain = summary["history"]["joint"], summary["history"]["retrain"]
+    assert joint[-1]["val"] < 1e-2 * joint[0]["val"]
+    assert min(h["val"] for h in retrain) <= min(h["val"] for h in joint)  # stage two does not lose accuracy
+    assert calls == [("retrain", e) for e in range(50)]  # the rerun only did stage two
+
+
+def test_stage_two_leaves_dynamics_network_bitwise_unchanged(trained):
+    root, _, _, before, _ = trained
+    after = load(root / "out" / "ldnet.pt").state_dict()
+    dyn = [k for k in after if k.startswith("dynamics_net.")]
+    rec = [k for k in after if k.startswith("reconstruction_net.")]
+    assert dyn and rec
+    assert all(torch.equal(after[k], before[k]) for k in dyn)
+    assert not all(torch.equal(after[k], before[k]) for k in rec)
+
+
+def test_reconstruction_off_grid_and_continuous(trained):
+    root, *_ = trained
+    model = load(root / "out" / "ldnet.pt").double()
+    u_phys = np.array([[0.45]])
+    with torch.no_grad():
+        s = model.rollout(torch.as_tensor(model.norm.scale_params(u_phys)), 3)[0]  # frames 0, 2, 4
+    # cell centres of the 12 x 12 grid: never seen in training
+    h = 1.0 / 11
+    c = np.arange(11) * h + h / 2
+    X, Y = np.meshgrid(c, c)
+    pts = np.stack([X.ravel(), Y.ravel()], axis=1)
+    pred = model.fields_at(s, pts).numpy()  # (3, M, 2)
+    for k, t in enumerate((0, 2, 4)):
+        true = gaussian_fields(u_phys, t + 1, c, c)[0, t].reshape(2, -1).T
+        assert np.linalg.norm(pred[k] - true) / np.linalg.norm(true) < 0.03
+    # continuity: the change is proportional to a small move of xi
+    xi = torch.tensor([[0.1, -0.2]], dtype=torch.float64)
+    d = torch.tensor([[1.0, 0.5]], dtype=torch.float64)
+    with torch.no_grad():
+        base = model.reconstruct(s[1], xi)
+        change = [(model.reconstruct(s[1], xi + eps * d) - base).abs().max().item() for eps in (1e-3, 1e-4, 1e-5)]
+    assert 0 < change[0] < 0.05
+    assert 5 < change[0] / change[1] < 20 and 5 < change[1] / change[2] < 20
+
+
+def test_grid_layout_matches_pointwise_evaluation(trained):
+    root, *_ = trained
+    model = load(root / "out" / "ldnet.pt")
+    s = torch.randn(2, model.latent)
+    x, y = np.linspace(0, 1, 5), np.linspace(0, 1, 3)
+    grid = model.fields_on_grid(s, x, y)  # (2, F, ny, nx)
+    assert grid.shape == (2, 2, 3, 5)
+    point = model.fields_at(s, [[x[4], y[1]]])  # (2, 1, F)
+    torch.testing.assert_close(grid[:, :, 1, 4], point[:, 0], rtol=1e-6, atol=1e-6)
+
+
+def _model(seed=0, n_params=2, **kw):
+    torch.manual_seed(seed)
+    cfg = LDNetConfig(latent=3, dyn_depth=2, dyn_width=8, rec_depth=3, rec_width=16, fourier_features=4, **kw)
+    norm = Normalization((0.0, 1.0), (1.0, 2.0), (0.0, -1.0), (1.0, 1.0), (0.0, 0.0), (1.0, 1.0))
+    return LDNet(cfg, n_params, 2, norm, ("a", "b"), ("p", "q"))
+
+
+def test_rollout_is_explicit_euler_from_zero():
+    model = _model(dt_hat=0.1)
+    u = torch.rand(4, 2)
+    s = model.rollout(u, 3)
+    assert s.shape == (4, 3, 3)
+    ref = torch.zeros(4, 3)
+    for t in range(3):
+        ref = ref + 0.1 * model.dynamics(ref, u)  # eq. 14 with s_{-1} = 0
+        torch.testing.assert_close(s[:, t], ref, rtol=0, atol=0)
+    torch.testing.assert_close(model.step(s[:, 1], u), s[:, 2], rtol=0, atol=0)
+    u_t = torch.rand(4, 3, 2)  # a time-varying parameter drives each step with u_{t-1}
+    s_t = model.rollout(u_t, 3)
+    torch.testing.assert_close(s_t[:, 1], model.step(model.step(torch.zeros(4, 3), u_t[:, 0]), u_t[:, 1]))
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
+    model = _model(seed=3).eval()
+    torch.save(model.to_checkpoint(), tmp_path / "m.pt")
+    loaded = load(tmp_path / "m.pt")
+    assert isinstance(loaded, LDNet) and not loaded.training
+    assert loaded.field_names == ("a", "b") and loaded.norm == model.norm
+    u = torch.rand(5, 2)
+    xi = torch.rand(7, 2) * 2 - 1
+    with torch.no_grad():
+        a, b = (m.reconstruct(m.rollout(u, 4), xi[None, None]) for m in (model, loaded))
+    assert a.shape == (5, 4, 7, 2) and torch.equal(a, b)
+    assert torch.equal(model.fields_on_grid(model.step(torch.zeros(5, 3), u), [0, 0.5], [0, 1]),
+                       loaded.fields_on_grid(loaded.step(torch.zeros(5, 3), u), [0, 0.5], [0, 1]))
+
+
+def test_resume_after_interrupt_matches_uninterrupted_run(tmp_path):
+    write_gaussian_dataset(tmp_path / "data", n_trajectories=5, n_frames=3, n=8, n_params=2)
+    cfg = tiny_config("ldnet_swe.epochs=3", "ldnet_swe.retrain_epochs=2", "data.points_per_frame=20")
+    ref = train_ldnet(cfg, tmp_path / "data", tmp_path / "a", progress=False)
+    with pytest.raises(Interrupt):
+        train_ldnet(cfg, tmp_path / "data", tmp_path / "b", progress=False, callback=interrupt_at("joint", 0, []))
+    assert load_checkpoint(tmp_path / "b" / "ldnet.pt")["training"]["epoch"] == 1
+    calls = []
+    resumed = train_ldnet(cfg, tmp_path / "data", tmp_path / "b", progress=False,
+                          callback=lambda p, e: calls.append((p, e)))
+    assert calls == [("joint", 1), ("joint", 2), ("retrain", 0), ("retrain", 1)]  # continues at epoch 2 of 3
+    a, b = (load(tmp_path / d / "ldnet.pt").state_dict() for d in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["history"] == ref["history"] and resumed["test_rel_error"] == ref["test_rel_error"]
+    # a finished run is not trained again; another configuration is refused
+    calls.clear()
+    train_ldnet(cfg, tmp_path / "data", tmp_path / "b", progress=False, callback=lambda p, e: calls.append(p))
+    assert calls == []
+    with pytest.raises(DataError, match="another configuration"):
+        train_ldnet(tiny_config("ldnet_swe.epochs=4"), tmp_path / "data", tmp_path / "b", progress=False)
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ConfigError, match="activation"):
+        _model(activation="swish")
+    with pytest.raises(ConfigError, match="dt_hat"):
+        _model(dt_hat=0.0)
+    cfg = copy.deepcopy(tiny_config())
+    cfg.train.patience = 0
+    with pytest.raises(ConfigError, match="patience"):
+        train_ldnet(cfg, "/nonexistent", "/nonexistent", progress=False)
