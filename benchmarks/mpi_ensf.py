@@ -1,0 +1,114 @@
+"""Full-space EnSF with members sharded over MPI ranks: time per forecast + analysis cycle.
+
+SWE at the paper's size by default (150 x 150, d = 67 500, K = 100 members, 40 solver
+steps between observations on the 10 x 10 grid, 100 Euler steps, noise 0.1 of each
+field's std). One run times the forecasts (T_d) and the analyses (T_f, Allgather
+included) on N ranks; rank 0 stores the run in ``benchmarks/results/mpi_ensf.json``
+under its size and rank count and prints every stored run of that size, with the
+speed-up over 1 rank and the largest difference of the per-cycle analysis rel-RMSE
+from the 1-rank run (round-off: the mixture products are blocked by rows per rank)::
+
+    OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python benchmarks/mpi_ensf.py
+    OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 mpiexec -n 2 python benchmarks/mpi_ensf.py
+    jobs/mpirun/bench.sh 2                 # both of the above, then the table
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ldensf_hpc.backend import rng_for
+from ldensf_hpc.config import load_config
+from ldensf_hpc.filters.ensf import EnSF
+from ldensf_hpc.models import make_model, trajectory
+from ldensf_hpc.observe import grid_operator
+from ldensf_hpc.parallel.mpi import Sharding, assimilate_sharded, initial_members, write_json_atomic
+
+RESULTS = Path(__file__).parent / "results" / "mpi_ensf.json"
+
+
+class FieldScale:
+    """Standardise each field by the truth trajectory's mean and std (the filter's units)."""
+
+    def __init__(self, truth):
+        self.mean = truth.mean(axis=(0, 2, 3))[:, None, None]
+        self.std = truth.std(axis=(0, 2, 3))[:, None, None]
+
+    def standardize(self, fields, axis=1):
+        return (fields - self.mean) / self.std
+
+    def unstandardize(self, fields, axis=1):
+        return fields * self.std + self.mean
+
+
+def run(args, comm) -> dict:
+    cfg = load_config("paper", case="swe", overrides=[f"swe.n={args.n}"])
+    model = make_model("swe", cfg)
+    gap = cfg.swe.save_every * cfg.observe.every
+    rng = rng_for(args.seed, 3)
+    truth = trajectory(model, model.initial_state(model.sample_params(rng, 1)), None, args.cycles, gap)[0]
+    scale = FieldScale(truth)
+    op = grid_operator(truth.shape[1:], max(1, args.n // 10))
+    shards = Sharding(args.members, comm)
+    state, params = initial_members(model, shards.rows, args.seed)
+    comm.Barrier()
+    t0 = time.perf_counter()
+    result = assimilate_sharded(model, EnSF(n_steps=args.euler_steps), shards, state, params,
+                                scale.standardize(truth), op, np.full(op.m, cfg.observe.noise), gap,
+                                seed=args.seed, scale=scale)
+    wall = time.perf_counter() - t0
+    if result is None:
+        return {}
+    return {"ranks": shards.size, "n": args.n, "members": args.members, "state_dim": int(truth[0].size),
+            "cycles": args.cycles, "euler_steps": args.euler_steps, "steps_per_cycle": gap,
+            "T_d_per_cycle": result.T_d / args.cycles, "T_f_per_cycle": result.T_f / args.cycles,
+            "cycle_s": wall / args.cycles, "analysis_rel_rmse": result.analysis_rel_rmse.tolist(),
+            "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")},
+            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                        "load": os.getloadavg()}}
+
+
+def table(runs: dict, n: int, members: int) -> str:
+    rows = sorted((r for r in runs.values() if (r["n"], r["members"]) == (n, members)), key=lambda r: r["ranks"])
+    one = next((r for r in rows if r["ranks"] == 1), None)
+    lines = [f"SWE {n}x{n} (d = {3 * n * n}), K = {members}: seconds per forecast + analysis cycle",
+             "| ranks | T_d / cycle | T_f / cycle | cycle | speed-up | max |d rel-RMSE| vs 1 rank |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        speedup = f"{one['cycle_s'] / r['cycle_s']:.2f}" if one else "-"
+        diff = (f"{np.max(np.abs(np.subtract(r['analysis_rel_rmse'], one['analysis_rel_rmse']))):.1e}"
+                if one and len(one["analysis_rel_rmse"]) == len(r["analysis_rel_rmse"]) else "-")
+        lines.append(f"| {r['ranks']} | {r['T_d_per_cycle']:.2f} | {r['T_f_per_cycle']:.2f} | {r['cycle_s']:.2f} "
+                     f"| {speedup} | {diff} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    from mpi4py import MPI
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=150, help="grid points per direction (default 150)")
+    parser.add_argument("--members", type=int, default=100, help="ensemble size K (default 100)")
+    parser.add_argument("--cycles", type=int, default=1, help="forecast + analysis cycles (default 1)")
+    parser.add_argument("--euler-steps", type=int, default=100, help="EnSF Euler steps (default 100)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    comm = MPI.COMM_WORLD
+    record = run(args, comm)
+    if comm.rank != 0:
+        return
+    runs = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    runs[f"n{args.n}-K{args.members}-ranks{comm.size}"] = record
+    write_json_atomic(RESULTS, runs)
+    print(table(runs, args.n, args.members))
+    print(f"-> {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
