@@ -47,6 +47,7 @@ class KolmogorovConfig:
     forcing_wavenumber: int = 4  # f = sin(k y) x-hat
     backend: str = "numpy"  # numpy | scipy | cupy
     workers: int = 2  # scipy.fft workers
+    initial_seed: int | None = 0  # one initial vorticity for all trajectories (None: one per trajectory)
 
 
 @dataclass

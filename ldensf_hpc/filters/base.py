@@ -93,6 +93,7 @@ def check_inputs(forecast, obs: Observation) -> None:
 FILTERS = {
     "ensf": ("ldensf_hpc.filters.ensf", "EnSF"),
     "letkf": ("ldensf_hpc.filters.letkf", "LETKF"),
+    "ld_ensf": ("ldensf_hpc.filters.ld_ensf", "LDEnSF"),
 }
 
 

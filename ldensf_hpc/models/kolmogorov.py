@@ -168,21 +168,29 @@ class Kolmogorov:
         return rng.uniform(self.cfg.re_min, self.cfg.re_max, size=(n, 1))
 
     def initial_state(self, params, rng: np.random.Generator | None = None):
-        """Random smooth vorticity, one draw per member, deterministic given ``rng``.
+        """Random smooth vorticity, deterministic.
 
-        Gaussian Fourier coefficients for 1 <= |k| <= 2 k_p with amplitude
+        With ``cfg.initial_seed`` set (default), every member starts from the same field drawn
+        from that seed, so after the warm-up the flow depends on Re alone, the one parameter
+        the surrogates see (paper §4); with ``initial_seed: null`` each member gets its own
+        draw from ``rng``. Gaussian Fourier coefficients for 1 <= |k| <= 2 k_p with amplitude
         exp(-|k|^2 / (2 k_p^2)), k_p = 4 (independent of n, cut at the 2/3 limit),
         scaled to an rms speed of 1.
         """
         K = self._members(params).shape[0]
+        shared = self.cfg.initial_seed is not None
+        if shared:
+            rng = np.random.default_rng(self.cfg.initial_seed)
         rng = rng if rng is not None else np.random.default_rng(0)
+        draws = 1 if shared else K
         n, kp = self.n, INITIAL_PEAK_WAVENUMBER
         band = min(int(2 * kp), (n - 1) // 3)
         kk = np.arange(-band, band + 1)
         kyb, kxb = kk[:, None], kk[None, :]
         kb2 = kxb**2 + kyb**2
         amp = np.where((kb2 >= 1) & (kb2 <= (2 * kp) ** 2), np.exp(-kb2 / (2 * kp**2)), 0.0)
-        coeff = amp * (rng.standard_normal((K, kk.size, kk.size)) + 1j * rng.standard_normal((K, kk.size, kk.size)))
+        shape = (draws, kk.size, kk.size)
+        coeff = np.broadcast_to(amp * (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)), (K, *shape[1:]))
         full = np.zeros((K, n, n), complex)
         full[:, kyb % n, kxb % n] = coeff
         omega = np.real(np.fft.ifft2(full))  # the real part keeps the Hermitian-symmetric half

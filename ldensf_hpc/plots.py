@@ -1,0 +1,95 @@
+"""PNG figures for reports: field panels (paper Fig. 3), error curves (Fig. 5-6),
+parameter estimates with spread, and scaling plots. Matplotlib's Agg backend only."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def field_panels(rows: dict[str, np.ndarray], times, path, title: str = "") -> Path:
+    """A grid of 2-D fields: one row per label (truth, forecast, analysis, error), one column per time.
+
+    ``rows[label]`` has shape ``(n_times, ny, nx)``; rows whose label contains "error"
+    get a diverging colour map centred at zero, the others share one colour range.
+    """
+    labels = list(rows)
+    n_t = len(times)
+    fig, axes = plt.subplots(len(labels), n_t, figsize=(2.2 * n_t, 2.1 * len(labels)), squeeze=False)
+    plain = [rows[k] for k in labels if "error" not in k]
+    lo = min(float(np.min(v)) for v in plain) if plain else -1.0
+    hi = max(float(np.max(v)) for v in plain) if plain else 1.0
+    for i, label in enumerate(labels):
+        err = "error" in label
+        lim = float(np.max(np.abs(rows[label]))) or 1.0
+        for j in range(n_t):
+            ax = axes[i, j]
+            img = ax.imshow(rows[label][j], origin="lower", cmap="RdBu_r" if err else "viridis",
+                            vmin=-lim if err else lo, vmax=lim if err else hi)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"t = {times[j]:.4g}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(label, fontsize=8)
+        fig.colorbar(img, ax=axes[i, :].tolist(), shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def error_curves(times, curves: dict[str, np.ndarray], path, ylabel: str = "relative RMSE", log: bool = True) -> Path:
+    """Error vs time, one line per method (paper Fig. 6)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for label, values in curves.items():
+        ax.plot(times, values, marker=".", label=label)
+    ax.set_xlabel("time")
+    ax.set_ylabel(ylabel)
+    if log:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def parameter_estimate(times, mean: np.ndarray, spread: np.ndarray, truth: np.ndarray, names, path) -> Path:
+    """Ensemble-mean parameter estimate with a ±1 spread band against the truth, one panel per parameter."""
+    mean, spread = np.atleast_2d(mean.T).T, np.atleast_2d(spread.T).T
+    p = mean.shape[1]
+    fig, axes = plt.subplots(1, p, figsize=(4.2 * p, 3.2), squeeze=False)
+    for i in range(p):
+        ax = axes[0, i]
+        ax.plot(times, mean[:, i], label="ensemble mean")
+        ax.fill_between(times, mean[:, i] - spread[:, i], mean[:, i] + spread[:, i], alpha=0.3, label="±1 spread")
+        ax.axhline(truth[i], color="k", ls="--", label="truth")
+        ax.set_title(names[i])
+        ax.set_xlabel("time")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    return _save(fig, path)
+
+
+def scaling(workers, measured: dict[str, np.ndarray], path, ideal: bool = True, ylabel: str = "speed-up") -> Path:
+    """Speed-up (or efficiency) vs workers/ranks, with the ideal line."""
+    fig, ax = plt.subplots(figsize=(4.8, 3.6))
+    for label, values in measured.items():
+        ax.plot(workers, values, marker="o", label=label)
+    if ideal:
+        ax.plot(workers, np.asarray(workers, float) / workers[0], "k--", label="ideal")
+    ax.set_xlabel("workers / ranks")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
