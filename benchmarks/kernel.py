@@ -1,0 +1,223 @@
+"""Fused latent EnSF analysis timings (d = 12, 100 Euler steps) beside the anchors.
+
+- CPU: the torch reference (mixture score as dot-product attention) against the Numba
+  kernel for K = 20 ... 10 000 with the same pre-drawn noise (ratio = reference / numba),
+  and the Numba kernel with its in-kernel Philox noise (``seed``, the filters' mode).
+  Per analysis: best and median of repeats through ``ensf_update`` (input checks included).
+  Trajectory: 50 successive analyses, each analysis the next prior, a new observation each.
+- GPU, when CuPy sees one: the CUDA kernel against the torch reference on the same device,
+  K up to 100 000 (the device is named in the table).
+
+Combinations whose estimated time exceeds the budgets below are skipped and listed.
+Anchors printed beside: the torch matmul reference at 9.5 ms per analysis (K = 100, 2-core
+CI machine) and the paper's LD-EnSF filter time T_f = 0.37 s per 50-analysis trajectory
+(K = 100, 32-core AMD EPYC 7543, Table 1).
+
+    python benchmarks/kernel.py            # full run (a few minutes on 2 cores)
+    python benchmarks/kernel.py --quick    # K = 20 and 100 only (seconds)
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ldensf_hpc.backend import cupy_available
+from ldensf_hpc.kernels import ensf_update, reference, step_table
+
+D, N_STEPS, N_ANALYSES, OBS_STD = 12, 100, 50, 0.5
+CPU_K, QUICK_K, GPU_K = (20, 100, 1000, 10_000), (20, 100), (100, 1000, 10_000, 100_000)
+ANALYSIS_BUDGET_S = 150.0  # skip one analysis estimated to take longer
+TRAJECTORY_BUDGET_S = 60.0  # skip a 50-analysis trajectory estimated to take longer
+REPEAT_BUDGET_S = 2.0  # repeat single analyses for about this long (at least 3 times unless > 10 s each)
+ANCHORS = {
+    "torch_reference_ms_per_analysis_K100_ci_2core": 9.5,
+    "paper_ld_ensf_T_f_s_per_50_analyses_K100_epyc7543_32core": 0.37,
+}
+RESULTS = Path(__file__).parent / "results"
+REFERENCE = "reference (torch)"
+
+
+def machine() -> dict:
+    """CPU model, cores, threads, load and library versions of this run."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import numba
+    import torch
+
+    info = {"cpu": cpu, "cores": os.cpu_count(), "numba_threads": numba.get_num_threads(),
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "platform": platform.platform(), "gpu": None, "load_average": os.getloadavg()}
+    for name in ("numpy", "numba", "torch"):
+        info[name] = importlib.import_module(name).__version__
+    if cupy_available():
+        import cupy
+
+        info["cupy"] = cupy.__version__
+        info["gpu"] = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    return info
+
+
+def problem(K: int, seed: int = 0):
+    """Forecast ensemble (K, D), N_ANALYSES observations along a random walk, noise."""
+    rng = np.random.default_rng(seed)
+    prior = rng.standard_normal((K, D)).astype(np.float32)
+    obs = np.cumsum(0.1 * rng.standard_normal((N_ANALYSES, D)), axis=0)
+    noise = rng.standard_normal((N_STEPS + 1, K, D), dtype=np.float32)
+    return prior, obs, noise
+
+
+def timings(analyse, prior, obs, sync) -> dict:
+    """Best/median seconds of one analysis and of a 50-analysis trajectory (when affordable)."""
+    times = []
+    while not times or (len(times) < 3 and max(times) < 10.0) or (sum(times) < REPEAT_BUDGET_S and len(times) < 20):
+        start = time.perf_counter()
+        analyse(prior, obs[0])
+        sync()
+        times.append(time.perf_counter() - start)
+    row = {"analysis_s_best": min(times), "analysis_s_median": float(np.median(times)), "repeats": len(times)}
+    if N_ANALYSES * min(times) <= TRAJECTORY_BUDGET_S:
+        start = time.perf_counter()
+        ensemble = prior
+        for y in obs:
+            ensemble = analyse(ensemble, y)
+        sync()
+        row["trajectory_s"] = time.perf_counter() - start
+    else:
+        row["trajectory_skipped"] = f"estimated {N_ANALYSES * min(times):.0f} s > {TRAJECTORY_BUDGET_S:.0f} s"
+    return row
+
+
+def run_cases(cases, Ks, sync, device: str) -> tuple[list, list]:
+    """Time every (K, case) with the K^2 cost model guarding the budgets."""
+    rows, skipped, last = [], [], {}
+    for K in Ks:
+        prior, obs, noise = problem(K)
+        for name, noise_mode, make in cases:
+            case = (name, noise_mode)
+            estimate = last[case][1] * (K / last[case][0]) ** 2 if case in last else 0.0
+            if estimate > ANALYSIS_BUDGET_S:
+                skipped.append({"K": K, "backend": name, "noise": noise_mode, "device": device,
+                                "reason": f"estimated {estimate:.0f} s per analysis > {ANALYSIS_BUDGET_S:.0f} s"})
+                continue
+            analyse = make(noise)
+            analyse(prior[:20], obs[0])  # compile (Numba, NVRTC) and warm up on 20 members
+            sync()
+            row = {"K": K, "backend": name, "noise": noise_mode, "device": device}
+            row.update(timings(analyse, prior, obs, sync))
+            last[case] = (K, row["analysis_s_best"])
+            rows.append(row)
+            print(f"  K={K:>6} {name:<18} {noise_mode:<9} {row['analysis_s_best'] * 1e3:10.2f} ms/analysis", flush=True)
+    for row in rows:
+        ref = [r for r in rows if (r["K"], r["device"], r["backend"]) == (row["K"], row["device"], REFERENCE)]
+        if ref:
+            row["reference_over_this"] = ref[0]["analysis_s_best"] / row["analysis_s_best"]
+    return rows, skipped
+
+
+def cpu_cases():
+    """(backend, noise, make): ``make(noise)`` returns ``analyse(prior, y) -> analysis``."""
+
+    def pre_drawn(backend):
+        def make(noise):
+            return lambda prior, y: ensf_update(prior, y, OBS_STD, n_steps=N_STEPS, noise=noise[:, :len(prior)],
+                                                backend=backend)
+        return make
+
+    def seeded(noise):
+        return lambda prior, y: ensf_update(prior, y, OBS_STD, n_steps=N_STEPS, seed=1, backend="numba")
+
+    return [(REFERENCE, "pre-drawn", pre_drawn("reference")), ("numba", "pre-drawn", pre_drawn("numba")),
+            ("numba", "philox", seeded)]
+
+
+def gpu_cases():
+    import cupy as cp
+    import torch
+
+    table = step_table(N_STEPS, dtype=np.float32)
+    inv_var = np.full(D, 1.0 / OBS_STD**2, dtype=np.float32)
+
+    def cuda_pre_drawn(noise):
+        noise_gpu = cp.asarray(noise)
+        return lambda prior, y: ensf_update(cp.asarray(prior), y, OBS_STD, n_steps=N_STEPS,
+                                            noise=noise_gpu[:, :len(prior)], backend="cuda")
+
+    def cuda_seeded(noise):
+        return lambda prior, y: ensf_update(cp.asarray(prior), y, OBS_STD, n_steps=N_STEPS, seed=1, backend="cuda")
+
+    def torch_gpu(noise):  # the reference module called directly with CUDA tensors
+        noise_gpu = torch.as_tensor(noise, device="cuda")
+        return lambda prior, y: reference.analysis(
+            torch.as_tensor(prior, device="cuda"), torch.as_tensor(y, dtype=torch.float32, device="cuda"),
+            torch.as_tensor(inv_var, device="cuda"), table, noise_gpu[:, :len(prior)], 0, True, None, device="cuda")
+
+    cases = [("cuda", "pre-drawn", cuda_pre_drawn), ("cuda", "philox", cuda_seeded)]
+    if torch.cuda.is_available():
+        cases.insert(0, (REFERENCE, "pre-drawn", torch_gpu))
+    return cases
+
+
+def markdown(rows, skipped) -> str:
+    lines = ["| device | K | backend | noise | ms / analysis (best) | median | 50 analyses [s] | reference / this |",
+             "|---|---:|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        traj = f"{r['trajectory_s']:.3f}" if "trajectory_s" in r else "skipped"
+        ratio = f"{r['reference_over_this']:.1f}" if "reference_over_this" in r else ""
+        lines.append(f"| {r['device']} | {r['K']} | {r['backend']} | {r['noise']} | {r['analysis_s_best'] * 1e3:.2f} "
+                     f"| {r['analysis_s_median'] * 1e3:.2f} | {traj} | {ratio} |")
+    lines.append("")
+    lines.append(f"Anchors: torch reference {ANCHORS['torch_reference_ms_per_analysis_K100_ci_2core']} ms/analysis "
+                 f"at K = 100 (2-core CI); paper LD-EnSF T_f "
+                 f"{ANCHORS['paper_ld_ensf_T_f_s_per_50_analyses_K100_epyc7543_32core']} s per 50 analyses "
+                 "at K = 100 (32-core EPYC 7543).")
+    for s in skipped:
+        lines.append(f"Skipped: {s['device']} K = {s['K']} {s['backend']} ({s['noise']} noise): {s['reason']}.")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="K = 20 and 100 only (seconds)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON path (default: benchmarks/results/kernel_cpu.json, kernel_gpu.json with a GPU)")
+    args = parser.parse_args(argv)
+
+    info = machine()
+    started = time.perf_counter()
+    print(f"CPU: {info['cpu']}, {info['cores']} cores, numba threads {info['numba_threads']}, "
+          f"torch threads {info['torch_threads']}, load {info['load_average']}")
+    rows, skipped = run_cases(cpu_cases(), QUICK_K if args.quick else CPU_K, lambda: None, "cpu")
+    if info["gpu"]:
+        import cupy as cp
+
+        print(f"GPU: {info['gpu']}")
+        gpu_rows, gpu_skipped = run_cases(gpu_cases(), QUICK_K if args.quick else GPU_K,
+                                          cp.cuda.Device().synchronize, info["gpu"])
+        rows, skipped = rows + gpu_rows, skipped + gpu_skipped
+    table = markdown(rows, skipped)
+    print(table)
+    out = args.out or RESULTS / ("kernel_gpu.json" if info["gpu"] else "kernel_cpu.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    info["load_average_end"] = os.getloadavg()
+    out.write_text(json.dumps({"machine": info, "quick": args.quick, "d": D, "n_steps": N_STEPS,
+                               "n_analyses": N_ANALYSES, "anchors": ANCHORS, "rows": rows, "skipped": skipped,
+                               "wall_s": time.perf_counter() - started, "table": table}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,371 @@
+"""Fused latent EnSF kernels: backends against each other and against a plain NumPy version.
+
+Parity tolerance between backends in float32: ``|a - b| <= 1e-5 (1 + |b|)`` member by member
+with the same noise (``close32``). The CUDA C source is compiled here with nvcc (cmake build
+to fatbin/PTX, and a host build of its __host__ __device__ helpers run on the CPU); running
+the kernels on a GPU needs CuPy and is skipped without one.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ldensf_hpc.backend import BackendError, cupy_available
+from ldensf_hpc.errors import InputError
+from ldensf_hpc.filters.score_sde import schedule
+from ldensf_hpc.kernels import BACKENDS, TABLE_COLUMNS, ensf_update, reference
+from ldensf_hpc.kernels.cpu import _member_normals
+from ldensf_hpc.kernels.reference import philox4x32, philox_normals
+
+ROOT = Path(__file__).resolve().parents[1]
+CUDA_SOURCE = ROOT / "kernels" / "cuda" / "ensf_fused.cu"
+NVCC = shutil.which("nvcc")
+GPU = cupy_available()
+
+# Random123 known-answer vectors for Philox4x32-10: (counter, key) -> output.
+PHILOX_KAT = [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]
+
+
+def close32(a, b) -> bool:
+    return bool(np.all(np.abs(a - b) <= 1e-5 * (1.0 + np.abs(b))))
+
+
+def problem(K, d, n_steps, seed=0, dtype=np.float32):
+    """A forecast ensemble, an observation near it, noise std and pre-drawn noise."""
+    rng = np.random.default_rng(seed)
+    prior = (rng.standard_normal((K, d)) + 0.5).astype(dtype)
+    obs = prior.mean(axis=0) + 0.3 * rng.standard_normal(d)
+    obs_std = np.full(d, 0.4)
+    noise = rng.standard_normal((n_steps + 1, K, d)).astype(dtype)
+    return prior, obs, obs_std, noise
+
+
+def plain_ensf(prior, obs, obs_std, noise, n_steps, mixture, clip, eps_alpha=0.01, eps_beta=0.0):
+    """The equations written plainly in float64 (K x K x d broadcast; paper eqs. 6-12)."""
+    s = schedule(n_steps, eps_alpha, eps_beta)
+    x = noise[0].astype(np.float64)
+    for i in range(n_steps):
+        a, b2 = s.alpha[i], s.beta2[i]
+        diff = x[:, None, :] - a * prior[None, :, :]  # (K queries, K members, d)
+        if mixture:
+            logw = -np.sum(diff**2, axis=2) / (2 * b2)
+            w = np.exp(logw - logw.max(axis=1, keepdims=True))
+            w /= w.sum(axis=1, keepdims=True)
+            prior_score = -np.einsum("qk,qkd->qd", w, diff) / b2
+        else:
+            prior_score = -(x - a * prior) / b2
+        score = prior_score + s.damping[i] * (obs - x) / obs_std**2
+        if clip is not None:
+            score = np.clip(score, -clip, clip)
+        x = x - s.dt * (s.drift[i] * x - s.g2[i] * score) + np.sqrt(s.dt * s.g2[i]) * noise[i + 1]
+    return x
+
+
+@pytest.mark.parametrize("mixture", [True, False])
+@pytest.mark.parametrize("clip", [None, 10.0])
+@pytest.mark.parametrize("eps", [(0.01, 0.0), (0.5, 0.05)])
+def test_reference_matches_plain_numpy(mixture, clip, eps):
+    prior, obs, obs_std, noise = problem(9, 5, 30, dtype=np.float64)
+    want = plain_ensf(prior, obs, obs_std, noise, 30, mixture, clip, *eps)
+    kwargs = dict(n_steps=30, eps_alpha=eps[0], eps_beta=eps[1], mixture=mixture, score_clip=clip, noise=noise,
+                  backend="reference")
+    got = ensf_update(prior, obs, obs_std, **kwargs)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    got32 = ensf_update(prior.astype(np.float32), obs, obs_std, **kwargs)
+    np.testing.assert_allclose(got32, want, rtol=2e-5, atol=2e-5)
+
+
+def test_clip_is_active_in_the_parity_problems():
+    prior, obs, obs_std, noise = problem(7, 12, 40)
+    clipped = ensf_update(prior, obs, obs_std, n_steps=40, score_clip=10.0, noise=noise, backend="reference")
+    free = ensf_update(prior, obs, obs_std, n_steps=40, noise=noise, backend="reference")
+    assert np.abs(clipped - free).max() > 1e-2
+
+
+def test_reference_query_chunks_do_not_change_the_result(monkeypatch):
+    prior, obs, obs_std, noise = problem(64, 6, 20)
+    whole = ensf_update(prior, obs, obs_std, n_steps=20, noise=noise, backend="reference")
+    monkeypatch.setattr(reference, "LOGIT_BUDGET", 64 * 5)  # 5 query rows per product
+    chunked = ensf_update(prior, obs, obs_std, n_steps=20, noise=noise, backend="reference")
+    assert close32(chunked, whole)  # float32 matrix products summed in another order
+
+
+@pytest.mark.parametrize("K", [2, 7, 64, 300])
+@pytest.mark.parametrize("mixture", [True, False])
+@pytest.mark.parametrize("clip", [None, 10.0])
+def test_numba_matches_reference_float32(K, mixture, clip):
+    prior, obs, obs_std, noise = problem(K, 12, 100, seed=K)
+    ref = ensf_update(prior, obs, obs_std, mixture=mixture, score_clip=clip, noise=noise, backend="reference")
+    got = ensf_update(prior, obs, obs_std, mixture=mixture, score_clip=clip, noise=noise, backend="numba")
+    assert got.dtype == np.float32 and got.shape == (K, 12)
+    assert close32(got, ref), np.abs(got - ref).max()
+
+
+def test_numba_matches_reference_with_another_schedule():
+    prior, obs, obs_std, noise = problem(64, 12, 60, seed=1)
+    kwargs = dict(n_steps=60, eps_alpha=0.5, eps_beta=0.05, noise=noise)
+    ref = ensf_update(prior, obs, obs_std, backend="reference", **kwargs)
+    assert close32(ensf_update(prior, obs, obs_std, backend="numba", **kwargs), ref)
+
+
+def test_philox_known_answers():
+    for counter, key, want in PHILOX_KAT:
+        assert tuple(philox4x32(np.array(counter, dtype=np.uint32), key)) == want
+
+
+def test_numba_normals_are_the_philox_stream():
+    seed, d, n = 2**40 + 12345, 10, 7
+    want = np.stack([philox_normals(seed, s, 5, d)[3] for s in range(n)])
+    got = np.empty((n, d))
+    _member_normals(got, np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32), 3)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-13)
+    z = np.stack([philox_normals(seed, s, 500, 4) for s in range(4)]).ravel()
+    assert abs(z.mean()) < 0.05 and abs(z.std() - 1) < 0.05
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_seeded_backends_draw_the_same_noise(dtype):
+    K, d, n_steps, seed = 40, 11, 50, 987654321
+    prior, obs, obs_std, _ = problem(K, d, n_steps, dtype=dtype)
+    noise = np.stack([philox_normals(seed, s, K, d) for s in range(n_steps + 1)])
+    ref = ensf_update(prior, obs, obs_std, n_steps=n_steps, noise=noise, backend="reference")
+    for backend in ("reference", "numba"):
+        got = ensf_update(prior, obs, obs_std, n_steps=n_steps, seed=seed, backend=backend)
+        if dtype == np.float64:
+            np.testing.assert_allclose(got, ref, rtol=1e-11, atol=1e-11)
+        else:
+            assert close32(got, ref)
+    again = ensf_update(prior, obs, obs_std, n_steps=n_steps, seed=seed)
+    other = ensf_update(prior, obs, obs_std, n_steps=n_steps, seed=seed + 1)
+    assert np.array_equal(again, got) and np.abs(other - got).max() > 0.1
+
+
+def test_uninformative_observation_returns_the_prior():
+    """With obs_std -> infinity the analysis is a sample of the forecast distribution."""
+    K, d = 2000, 4
+    rng = np.random.default_rng(3)
+    mean = np.array([1.0, -2.0, 0.5, 3.0])
+    chol = np.array([[1.0, 0, 0, 0], [0.6, 0.8, 0, 0], [-0.3, 0.2, 0.9, 0], [0.1, 0.4, -0.2, 0.5]])
+    prior = (mean + rng.standard_normal((K, d)) @ chol.T).astype(np.float32)
+    out = ensf_update(prior, np.zeros(d), 1e6, seed=11, backend="numba")
+    cov = chol @ chol.T
+    stderr = np.sqrt(np.diag(cov) / K)
+    assert np.all(np.abs(out.mean(axis=0) - mean) < 4 * stderr)
+    rel = np.abs(np.cov(out.T) - cov) / np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
+    assert rel.max() < 0.12, rel.max()
+
+
+def test_gaussian_observation_moves_towards_the_kalman_posterior():
+    """EnSF (damped likelihood) is approximate, but must move most of the way to the Kalman
+    posterior of a Gaussian prior ensemble and a linear-Gaussian observation and shrink it."""
+    K, d, std = 500, 3, 1.0
+    prior = (np.random.default_rng(0).standard_normal((K, d)) + 0.5).astype(np.float32)
+    y = np.array([1.5, 1.0, 0.0])
+    out = ensf_update(prior, y, std, seed=1)
+    mu, cov = prior.mean(axis=0), np.cov(prior.T)
+    gain = cov @ np.linalg.inv(cov + std**2 * np.eye(d))
+    kalman_mean, kalman_cov = mu + gain @ (y - mu), cov - gain @ cov
+    assert np.linalg.norm(out.mean(axis=0) - kalman_mean) < 0.4 * np.linalg.norm(mu - kalman_mean)
+    assert np.all(np.var(out, axis=0) < 0.8 * np.diag(cov))
+    assert np.all(np.var(out, axis=0) > 0.5 * np.diag(kalman_cov))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(prior=np.zeros(5)), "prior must be a"),
+    (dict(prior=np.zeros((1, 3))), "at least 2 members"),
+    (dict(obs=np.zeros(4)), "obs must have shape"),
+    (dict(obs_std=np.ones(2)), "obs_std must be"),
+    (dict(obs_std=0.0), "obs_std must be positive"),
+    (dict(prior=np.array([[0.0, np.nan, 1], [1, 2, 3]])), "prior contains NaN"),
+    (dict(obs=np.array([0.0, np.inf, 1])), "obs contains NaN"),
+    (dict(noise=np.zeros((5, 3, 3))), "noise must have shape"),
+    (dict(score_clip=-1.0), "score_clip"),
+    (dict(n_steps=0), "n_steps"),
+    (dict(seed=-3), "seed"),
+])
+def test_bad_input_is_rejected_clearly(kwargs, message):
+    args = dict(prior=np.ones((3, 3)) * np.arange(3)[:, None], obs=np.zeros(3), obs_std=1.0, n_steps=10)
+    args.update(kwargs)
+    with pytest.raises(InputError, match=message):
+        ensf_update(**args)
+
+
+def test_unknown_backend_is_rejected():
+    with pytest.raises(BackendError, match="unknown EnSF kernel backend 'magma'.*reference, numba, cuda"):
+        ensf_update(np.ones((3, 2)), np.zeros(2), 1.0, backend="magma")
+    assert set(BACKENDS) == {"reference", "numba", "cuda"}
+
+
+@pytest.mark.skipif(GPU, reason="checks the message on machines without a GPU")
+def test_cuda_backend_without_gpu_says_so():
+    with pytest.raises(BackendError, match="needs CuPy and a CUDA GPU"):
+        ensf_update(np.ones((3, 2)) * np.arange(3)[:, None], np.zeros(2), 1.0, n_steps=5, backend="cuda")
+
+
+def test_cuda_loader_matches_the_source():
+    """Block size and compiled state widths in cuda.py are those of the .cu file."""
+    from ldensf_hpc.kernels import cuda
+
+    text = CUDA_SOURCE.read_text()
+    assert int(re.search(r"#define ENSF_THREADS (\d+)", text).group(1)) == cuda.THREADS
+    assert tuple(int(w) for w in re.findall(r"^ENSF_KERNEL\((\d+)\)", text, re.M)) == cuda.STATE_WIDTHS
+    assert int(re.search(r"#define ENSF_TABLE_COLUMNS (\d+)", text).group(1)) == len(TABLE_COLUMNS)
+
+
+def _pypi_cmake():
+    try:
+        import cmake
+    except ImportError:
+        return None
+    path = Path(cmake.CMAKE_BIN_DIR) / "cmake"
+    return str(path) if path.is_file() else None
+
+
+CMAKE = _pypi_cmake()
+
+
+@pytest.mark.skipif(NVCC is None or CMAKE is None, reason="needs nvcc and the PyPI cmake (pip install cmake)")
+def test_cmake_builds_fatbin_and_ptx(tmp_path):
+    build = tmp_path / "build"
+    configure = [CMAKE, "-S", str(ROOT / "cmake"), "-B", str(build)]
+    for args in (configure, [CMAKE, "--build", str(build), "--parallel", "2"]):
+        run = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stdout + run.stderr
+    fatbin, ptx = (build / "ensf_fused.fatbin").read_bytes(), (build / "ensf_fused.ptx").read_text()
+    for width in (4, 12, 32):
+        assert f"ensf_fused_d{width}".encode() in fatbin
+        assert f".entry ensf_fused_d{width}(" in ptx
+    assert ".target sm_80" in ptx
+
+
+HOST_DRIVER = r"""
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+#include "ensf_fused.cu"
+
+// The kernel's per-member algorithm, run on the CPU with the .cu's own helpers.
+// philox c0 c1 c2 c3 k0 k1            -> four hex words
+// ensf K d n_steps mixture clip seed in out  (in: prior, obs, inv_var, table as float32)
+constexpr int D = 12;
+
+int main(int argc, char **argv)
+{
+    if (std::strcmp(argv[1], "philox") == 0) {
+        unsigned int w[4];
+        for (int i = 0; i < 4; ++i) w[i] = (unsigned int)std::strtoul(argv[2 + i], nullptr, 0);
+        const unsigned int k0 = (unsigned int)std::strtoul(argv[6], nullptr, 0);
+        philox4x32_10(w, k0, (unsigned int)std::strtoul(argv[7], nullptr, 0));
+        std::printf("%08x %08x %08x %08x\n", w[0], w[1], w[2], w[3]);
+        return 0;
+    }
+    const int K = std::atoi(argv[2]), d = std::atoi(argv[3]), n_steps = std::atoi(argv[4]);
+    const int mixture = std::atoi(argv[5]);
+    const float clip = (float)std::atof(argv[6]);
+    const unsigned long long seed = std::strtoull(argv[7], nullptr, 0);
+    std::vector<float> in(K * d + 2 * d + 7 * n_steps), out(K * d);
+    FILE *f = std::fopen(argv[8], "rb");
+    if (std::fread(in.data(), sizeof(float), in.size(), f) != in.size()) return 1;
+    std::fclose(f);
+    const float *prior = in.data(), *obs = prior + K * d, *inv_var = obs + d, *table = inv_var + d;
+    for (int m = 0; m < K; ++m) {
+        float x[D], z[D], y[D], iv[D], mean[D];
+        for (int j = 0; j < D; ++j) { y[j] = j < d ? obs[j] : 0.0f; iv[j] = j < d ? inv_var[j] : 0.0f; }
+        draw_normals<D>(x, d, seed, 0, m);
+        for (int i = 0; i < n_steps; ++i) {
+            const float *row = table + i * ENSF_TABLE_COLUMNS;
+            if (mixture) {
+                OnlineSoftmax<D> softmax;
+                softmax.reset();
+                for (int k = 0; k < K; ++k) softmax.add(x, prior + k * d, d, row[0], row[2]);
+                for (int j = 0; j < D; ++j) mean[j] = softmax.acc[j] / softmax.total;
+            } else {
+                for (int j = 0; j < D; ++j) mean[j] = j < d ? prior[m * d + j] : 0.0f;
+            }
+            draw_normals<D>(z, d, seed, i + 1, m);
+            euler_step<D>(x, mean, y, iv, z, d, row, clip);
+        }
+        for (int j = 0; j < d; ++j) out[m * d + j] = x[j];
+    }
+    f = std::fopen(argv[9], "wb");
+    std::fwrite(out.data(), sizeof(float), out.size(), f);
+    std::fclose(f);
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def host_driver(tmp_path_factory):
+    """The .cu's helpers compiled for the CPU (nvcc builds host code without a GPU)."""
+    folder = tmp_path_factory.mktemp("cuda_host")
+    (folder / "driver.cu").write_text(HOST_DRIVER)
+    exe = folder / "driver"
+    run = subprocess.run([NVCC, "-std=c++17", "-DENSF_HELPERS_ONLY", "-I", str(CUDA_SOURCE.parent), "-o", str(exe),
+                          str(folder / "driver.cu")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    return exe
+
+
+@pytest.mark.skipif(NVCC is None, reason="needs nvcc")
+@pytest.mark.parametrize("mixture, clip", [(True, None), (False, None), (True, 10.0)])
+def test_cuda_source_helpers_match_numba_on_the_host(host_driver, tmp_path, mixture, clip):
+    for counter, key, want in PHILOX_KAT:
+        run = subprocess.run([str(host_driver), "philox", *map(hex, counter), *map(hex, key)],
+                             capture_output=True, text=True, check=True)
+        assert run.stdout.split() == [f"{w:08x}" for w in want]
+    from ldensf_hpc.kernels import step_table
+
+    K, d, n_steps, seed = 33, 10, 60, 2**33 + 5
+    prior, obs, obs_std, _ = problem(K, d, n_steps)
+    table = step_table(n_steps, dtype=np.float32)
+    inv_var = (1.0 / obs_std**2).astype(np.float32)
+    np.concatenate([prior.ravel(), obs.astype(np.float32), inv_var, table.ravel()]).tofile(tmp_path / "in.bin")
+    subprocess.run([str(host_driver), "ensf", str(K), str(d), str(n_steps), str(int(mixture)), str(clip or 0.0),
+                    str(seed), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")], check=True)
+    got = np.fromfile(tmp_path / "out.bin", dtype=np.float32).reshape(K, d)
+    want = ensf_update(prior, obs, obs_std, n_steps=n_steps, mixture=mixture, score_clip=clip, seed=seed)
+    assert close32(got, want), np.abs(got - want).max()
+
+
+@pytest.mark.skipif(not GPU, reason="needs CuPy and a CUDA GPU")
+@pytest.mark.parametrize("K", [2, 7, 64, 300])
+@pytest.mark.parametrize("mixture, clip", [(True, None), (False, None), (True, 10.0)])
+def test_cuda_matches_reference(K, mixture, clip):
+    prior, obs, obs_std, noise = problem(K, 12, 100, seed=K)
+    ref = ensf_update(prior, obs, obs_std, mixture=mixture, score_clip=clip, noise=noise, backend="reference")
+    got = ensf_update(prior, obs, obs_std, mixture=mixture, score_clip=clip, noise=noise, backend="cuda")
+    assert close32(got, ref), np.abs(got - ref).max()
+    seeded = ensf_update(prior, obs, obs_std, mixture=mixture, score_clip=clip, seed=5, backend="cuda")
+    assert close32(seeded, ensf_update(prior, obs, obs_std, mixture=mixture, score_clip=clip, seed=5))
+
+
+@pytest.mark.skipif(not GPU, reason="needs CuPy and a CUDA GPU")
+def test_cuda_nvrtc_path_and_device_arrays(monkeypatch, tmp_path):
+    import cupy as cp
+
+    from ldensf_hpc.kernels import cuda
+
+    monkeypatch.setenv("LDENSF_CUDA_BUILD", str(tmp_path))  # no prebuilt module there
+    cuda.load_module.cache_clear()
+    try:
+        assert cuda.load_module()[1] == "nvrtc"
+        prior, obs, obs_std, noise = problem(500, 10, 100)
+        got = ensf_update(cp.asarray(prior), cp.asarray(obs), obs_std, noise=cp.asarray(noise), backend="cuda")
+        assert isinstance(got, cp.ndarray)
+        ref = ensf_update(prior, obs, obs_std, noise=noise, backend="numba")
+        assert close32(cp.asnumpy(got), ref)
+    finally:
+        cuda.load_module.cache_clear()
