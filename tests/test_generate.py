@@ -279,6 +279,19 @@ def test_bad_output_and_scheduler_give_one_line_errors(reference, tmp_path, caps
         assert len(err.strip().splitlines()) == 1, (name, err)
 
 
+def test_commands_reading_a_corrupt_shard_give_one_line_errors(reference, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(reference / "swe", out)
+    shard = out / store.SHARDS / store.shard_name(1)
+    shard.write_bytes(shard.read_bytes()[:1000])
+    for argv in (["train", "--data", out, "--out", tmp_path / "models"],
+                 ["assimilate", "--data", out, "--out", tmp_path / "da"]):
+        code = main([*map(str, argv), "--case", "swe", "--preset", "tiny"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("ldensf: error: ") and "shard-00001.h5" in err, (argv, err)
+        assert len(err.strip().splitlines()) == 1, err
+
+
 def test_slurm_cluster_job_script_uses_the_cluster_config():
     from ldensf_hpc.parallel.dask import slurm_cluster
 

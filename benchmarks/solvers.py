@@ -1,0 +1,179 @@
+"""Truth-solver timings beside the paper's T_d (LD-EnSF Table 1: K = 100, full trajectory).
+
+- SWE, 150 x 150, K = 100 members x 2000 steps: NumPy reference vs Numba kernel (and the
+  CUDA kernel when CuPy sees a GPU). The NumPy reference is timed on fewer members and
+  steps and extrapolated linearly (its cost is linear in both); the table says so.
+- Kolmogorov, 150 x 150, K = 8 members: frames per second (frame = steps_per_frame steps)
+  with the "numpy" and "scipy" (scipy.fft, ``workers`` threads) FFT backends, extrapolated
+  linearly to the paper's K = 100 x 300 frames.
+
+Prints a Markdown table and writes JSON (machine, versions, load, every timing)::
+
+    python benchmarks/solvers.py            # full CPU run (about a minute on 2 cores)
+    python benchmarks/solvers.py --quick    # same grids, fewer members/steps (seconds)
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ldensf_hpc.backend import cupy_available
+from ldensf_hpc.config import load_config
+from ldensf_hpc.models import make_model
+
+PAPER_K = 100
+PAPER_TD = {"swe": 100.95, "kolmogorov": 10829.09}  # seconds, AMD EPYC 7543 (Table 1)
+PAPER_STEPS = {"swe": 2000, "kolmogorov": 300}  # solver steps / frames of one trajectory
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> dict:
+    """CPU model, cores, load and library versions of this run."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import numba
+
+    info = {"cpu": cpu, "cores": os.cpu_count(), "numba_threads": numba.get_num_threads(),
+            "python": platform.python_version(), "platform": platform.platform(), "gpu": None}
+    for name in ("numpy", "scipy", "numba", "torch"):
+        info[name] = importlib.import_module(name).__version__
+    if cupy_available():
+        import cupy
+
+        info["cupy"] = cupy.__version__
+        info["gpu"] = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    return info
+
+
+def load() -> list[float]:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return []
+
+
+def synchronize(backend: str) -> None:
+    if backend == "cupy":
+        import cupy
+
+        cupy.cuda.Device().synchronize()
+
+
+def timed(run) -> tuple[float, float]:
+    """Wall and process-CPU seconds of ``run()`` (CPU time shows contention on a shared machine)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def time_swe(backend: str, K: int, steps: int) -> tuple[float, float]:
+    """Wall and CPU seconds for K members x steps on the paper's 150 x 150 grid (after a warm-up step)."""
+    cfg = load_config("paper", case="swe", overrides=[f"swe.backend={backend}"])
+    model = make_model("swe", cfg)
+    params = model.sample_params(np.random.default_rng(0), K)
+    state = model.initial_state(params)
+    model.step(state[:1], params[:1], 1)  # compile / load the kernel
+    synchronize(backend)
+
+    def run():
+        model.step(state, params, steps)
+        synchronize(backend)
+
+    return timed(run)
+
+
+def time_kolmogorov(backend: str, K: int, frames: int) -> tuple[float, float, int]:
+    """Wall and CPU seconds for ``frames`` frames of K members (after a warm-up frame), steps per frame."""
+    cfg = load_config("paper", case="kolmogorov", overrides=[f"kolmogorov.backend={backend}"])
+    model = make_model("kolmogorov", cfg)
+    params = model.sample_params(np.random.default_rng(0), K)
+    state = model.initial_state(params, np.random.default_rng(1))
+    spf = cfg.kolmogorov.steps_per_frame
+    state = model.step(state, params, spf)  # FFT plans, caches
+    synchronize(backend)
+
+    def run():
+        w = state
+        for _ in range(frames):
+            w = model.step(w, params, spf)
+        synchronize(backend)
+
+    return *timed(run), spf
+
+
+def row(case, backend, K, steps, seconds, cpu_seconds, unit="steps"):
+    """One timing (wall seconds), extrapolated linearly to K = 100 x the paper's trajectory length."""
+    full = seconds * (PAPER_K / K) * (PAPER_STEPS[case] / steps)
+    return {"case": case, "backend": backend, "K": K, unit: steps, "seconds": seconds, "cpu_seconds": cpu_seconds,
+            "extrapolated": (K, steps) != (PAPER_K, PAPER_STEPS[case]),
+            "full_K100_seconds": full, "paper_T_d": PAPER_TD[case], "paper_over_ours": PAPER_TD[case] / full}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer members/steps on the same grids (seconds)")
+    ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/solvers_cpu.json, "
+                                                "solvers_gpu.json when a GPU is used)")
+    args = ap.parse_args(argv)
+    gpu = cupy_available()
+    out = Path(args.out or RESULTS / ("solvers_gpu.json" if gpu else "solvers_cpu.json"))
+    load_before = load()
+
+    swe_numba = (10, 100) if args.quick else (PAPER_K, PAPER_STEPS["swe"])
+    swe_numpy = (4, 20) if args.quick else (10, 100)
+    kol_K, kol_frames = (2, 1) if args.quick else (8, 3)
+    rows = [row("swe", "numpy", *swe_numpy, *time_swe("numpy", *swe_numpy)),
+            row("swe", "numba", *swe_numba, *time_swe("numba", *swe_numba))]
+    if gpu:
+        rows.append(row("swe", "cupy", *swe_numba, *time_swe("cupy", *swe_numba)))
+    for backend in ["numpy", "scipy"] + (["cupy"] if gpu else []):
+        seconds, cpu_seconds, spf = time_kolmogorov(backend, kol_K, kol_frames)
+        r = row("kolmogorov", backend, kol_K, kol_frames, seconds, cpu_seconds, unit="frames")
+        r["steps_per_frame"], r["frames_per_second"] = spf, kol_frames / seconds
+        rows.append(r)
+
+    def ratio(case, fast, slow):
+        by = {r["backend"]: r["full_K100_seconds"] for r in rows if r["case"] == case}
+        return by[slow] / by[fast]
+
+    result = {"machine": machine(), "load_before": load_before, "load_after": load(), "quick": args.quick,
+              "grid": 150, "rows": rows, "swe_numba_speedup_over_numpy": ratio("swe", "numba", "numpy"),
+              "kolmogorov_scipy_speedup_over_numpy": ratio("kolmogorov", "scipy", "numpy")}
+
+    m = result["machine"]
+    print(f"Truth solvers, 150 x 150 grids — {m['cpu']}, {m['cores']} cores, numba threads "
+          f"{m['numba_threads']}, GPU {m['gpu'] or 'none'}; load {load_before} -> {result['load_after']}\n")
+    print("| case | backend | measured | wall s | CPU s | K=100 full trajectory [s] | paper T_d [s] | paper / ours |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        unit = "frames" if r["case"] == "kolmogorov" else "steps"
+        measured = f"K={r['K']} x {r[unit]} {unit}"
+        if r["case"] == "kolmogorov":
+            measured += f" ({r['frames_per_second']:.3g} frames/s)"
+        full = f"{r['full_K100_seconds']:.4g}" + (" (extrapolated)" if r["extrapolated"] else "")
+        print(f"| {r['case']} | {r['backend']} | {measured} | {r['seconds']:.3g} | {r['cpu_seconds']:.3g} | {full} | "
+              f"{r['paper_T_d']:g} | {r['paper_over_ours']:.3g} |")
+    print(f"\nSWE numba / numpy speed-up: {result['swe_numba_speedup_over_numpy']:.1f}x; "
+          f"Kolmogorov scipy / numpy: {result['kolmogorov_scipy_speedup_over_numpy']:.2f}x. "
+          "Extrapolated rows are linear in K and steps/frames (the solvers' cost is).")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
