@@ -114,6 +114,27 @@ class LETKFConfig:
 
 
 @dataclass
+class EnVar4DConfig:
+    """Full-space 4DEnVar (LEVDA paper §2.3, eq. 11)."""
+
+    window: int = 5  # observation times per assimilation window
+    inflation: float = 1.0  # multiplicative factor rho on the anomalies (1: none)
+    outer_loops: int = 1  # Gauss-Newton linearisations per window
+
+
+@dataclass
+class LEVDAConfig:
+    """LEVDA, latent ensemble 4D-Var (LEVDA paper §3.2, eq. 19)."""
+
+    window: int = 5  # latent steps per assimilation window (tau)
+    inflation: float = 1.0  # multiplicative factor rho on the anomalies (1: none)
+    additive: float = 0.0  # std sigma of the additive anomaly noise, in z units (0: none)
+    max_iter: int = 50  # L-BFGS iterations per window
+    history: int = 10  # L-BFGS memory
+    perturb_obs: bool = False  # randomised-maximum-likelihood members (False: the paper's warm starts only)
+
+
+@dataclass
 class LDNetConfig:
     """LDNet sizes and training (paper §3.1, Table 3); defaults are the SWE network."""
 
@@ -193,6 +214,8 @@ class Config:
     ensf: EnSFConfig = field(default_factory=EnSFConfig)
     letkf: LETKFConfig = field(default_factory=LETKFConfig)
     ld_ensf: LDEnSFConfig = field(default_factory=LDEnSFConfig)
+    envar4d: EnVar4DConfig = field(default_factory=EnVar4DConfig)
+    levda: LEVDAConfig = field(default_factory=LEVDAConfig)
     ldnet_swe: LDNetConfig = field(default_factory=LDNetConfig)
     ldnet_kolmogorov: KolmogorovLDNetConfig = field(default_factory=KolmogorovLDNetConfig)
     encoder_swe: EncoderConfig = field(default_factory=EncoderConfig)

@@ -94,6 +94,8 @@ FILTERS = {
     "ensf": ("ldensf_hpc.filters.ensf", "EnSF"),
     "letkf": ("ldensf_hpc.filters.letkf", "LETKF"),
     "ld_ensf": ("ldensf_hpc.filters.ld_ensf", "LDEnSF"),
+    "envar4d": ("ldensf_hpc.filters.envar4d", "EnVar4D"),
+    "levda": ("ldensf_hpc.filters.levda", "LEVDA"),
 }
 
 
