@@ -1,0 +1,153 @@
+"""Helpers shared by the benchmark scripts: machine description, timing, tables, JSON.
+
+Every benchmark prints a Markdown table and writes a JSON record under
+``benchmarks/results/`` whose ``machine`` entry says where the numbers come from
+(CPU model, cores, thread settings, load, GPU, library versions).
+
+OpenBLAS threads spin while they wait: on a machine whose cores are busy with
+other work a 2-thread matrix product can run 50x slower than a 1-thread one.
+Compare timings only from a quiet machine, or set ``OPENBLAS_NUM_THREADS=1``.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import math
+import os
+import platform
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+VERSIONED = ("numpy", "scipy", "numba", "torch", "h5py", "dask", "distributed", "mpi4py", "cupy")
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (the architecture where that is unavailable)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> list[float]:
+    """1, 5 and 15 minute load averages (empty where unavailable)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def gpu_name() -> str | None:
+    """Name of GPU 0 as seen by CuPy or, failing that, torch; None without a usable GPU."""
+    from ldensf_hpc.backend import cupy_available
+
+    if cupy_available():
+        import cupy
+
+        name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
+        return name.decode() if isinstance(name, bytes) else str(name)
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def machine() -> dict:
+    """Where a benchmark ran: CPU, cores, thread settings, load, GPU and library versions."""
+    import numba
+    import torch
+
+    versions = {name: importlib.import_module(name).__version__ for name in VERSIONED
+                if importlib.util.find_spec(name) is not None}
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu_name(),
+            "threads": {"numba": numba.get_num_threads(), "torch": torch.get_num_threads(),
+                        **{k: os.environ.get(k) for k in THREAD_VARIABLES}},
+            "load_average": load_average(), "python": platform.python_version(),
+            "platform": platform.platform(), "versions": versions}
+
+
+def describe(info: dict) -> str:
+    """One line naming the machine of :func:`machine`."""
+    return (f"{info['cpu']}, {info['cores']} cores (numba threads {info['threads']['numba']}, torch threads "
+            f"{info['threads']['torch']}), GPU {info['gpu'] or 'none'}, load {info['load_average']}")
+
+
+def device_tag(gpu: str | None) -> str:
+    """``cpu`` or the GPU name as a file-name tag, e.g. ``nvidia-h100-80gb-hbm3``."""
+    return "cpu" if gpu is None else re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-")
+
+
+def best_of(run, repeats: int = 3, warmup: int = 1, sync=None) -> dict:
+    """Time ``run()``: ``warmup`` untimed calls, then ``repeats`` timed ones (``sync()`` after each).
+
+    Returns the best and median wall seconds and all of them.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    sync = sync or (lambda: None)
+    for _ in range(warmup):
+        run()
+        sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        sync()
+        times.append(time.perf_counter() - start)
+    return {"best_s": min(times), "median_s": float(np.median(times)), "times_s": times}
+
+
+def fmt(value, digits: int = 4) -> str:
+    """A number with ``digits`` significant digits; None and NaN print as ``-``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return f"{value:.{digits}g}"
+
+
+def markdown_table(headers, rows) -> str:
+    """A Markdown table; numeric cells are formatted by :func:`fmt` and right-aligned."""
+    def cell(v):
+        return fmt(v) if v is None or isinstance(v, (int, float, np.number)) else str(v)
+
+    numeric = [all(isinstance(r[i], (int, float, np.number)) or r[i] is None for r in rows) if rows else False
+               for i in range(len(headers))]
+    lines = ["| " + " | ".join(headers) + " |",
+             "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _plain(value):
+    """NumPy scalars and arrays as Python numbers and lists (for ``json.dump``)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def write_json(path, record: dict) -> Path:
+    """Write ``record`` to ``path`` through a temporary file and a rename (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=1, default=_plain)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path

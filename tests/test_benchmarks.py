@@ -1,0 +1,110 @@
+"""The benchmark scripts: their --quick modes run and report positive, finite numbers, and the
+bookkeeping behind the tables (trajectory lengths, extrapolation, projection) is right."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ldensf_hpc.config import load_config
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import common  # noqa: E402
+import scaling  # noqa: E402
+import timing_study  # noqa: E402
+
+
+def positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def run_quick(script: str, tmp_path: Path, *args: str) -> tuple[dict, str]:
+    out = tmp_path / f"{script}.json"
+    done = subprocess.run([sys.executable, str(BENCH / f"{script}.py"), "--quick", "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return json.loads(out.read_text()), done.stdout
+
+
+def test_paper_trajectories_match_the_paper():
+    """SWE: 2000 steps, 50 analyses every 40 steps, 51 latent steps; Kolmogorov: 100 + 200 frames
+    of 10 steps, 40 analyses every 5 frames, 40 latent steps."""
+    swe = timing_study.full_trajectory(load_config("paper", case="swe"))
+    kol = timing_study.full_trajectory(load_config("paper", case="kolmogorov"))
+    assert (swe.warmup_steps, swe.gap, swe.cycles, swe.latent_steps, swe.total_steps) == (0, 40, 50, 51, 2000)
+    assert (kol.warmup_steps, kol.gap, kol.cycles, kol.latent_steps, kol.total_steps) == (1000, 50, 40, 40, 3000)
+
+
+def test_extrapolation_is_linear():
+    t = timing_study.extrapolated(2.0, 4, 50)
+    assert t["seconds"] == pytest.approx(25.0) and t["extrapolated"]
+    assert not timing_study.extrapolated(2.0, 50, 50)["extrapolated"]
+
+
+def test_projection_follows_the_message_sizes():
+    """With free compute the EnSF cycle costs a ring Allgather plus a Gather of K d float64 each."""
+    ens = {"members": 100, "state_dim": 1000,
+           "runs": [{"T_d_per_cycle": 1.0, "T_f_per_cycle": 0.0}]}
+    proj = scaling.project(None, ens, bandwidth_gbit=8.0, latency_s=1e-6)
+    rows = {r["nodes"]: r for r in proj["ensf"]["rows"]}
+    message = 100 * 1000 * 8 / 1e9  # seconds at 1 GB/s
+    assert rows[1]["comm_s"] == 0.0
+    assert rows[4]["comm_s"] == pytest.approx(2 * (3e-6 + 0.75 * message))
+    gen = {"table": [{"strong_shards": 10}], "shard_s": 2.0, "shard_bytes": 0.0}
+    gen_rows = {r["nodes"]: r for r in scaling.project(gen, None, 1e9, 0.0)["generation"]["rows"]}
+    assert gen_rows[4]["compute_s"] == pytest.approx(6.0)  # ceil(10 / 4) shards of 2 s
+    assert gen_rows[64]["speedup"] == pytest.approx(10.0, rel=1e-6)  # one shard per node at most
+
+
+def test_rank_counts_and_table():
+    assert scaling.rank_counts(1) == [1]
+    assert scaling.rank_counts(6) == [1, 2, 4, 6]
+    table = common.markdown_table(["a", "b"], [["x", 1.23456], ["y", None]])
+    assert table.splitlines()[1] == "|---|---:|" and "1.235" in table and "| y | - |" in table
+
+
+def test_timing_study_quick(tmp_path):
+    record, stdout = run_quick("timing_study", tmp_path)
+    assert "| swe | EnSF | T_d |" in stdout and "| kolmogorov | LD-EnSF | T_r (cpu, 1 state) |" in stdout
+    assert record["machine"]["cores"] >= 1 and record["members"] == 20
+    for case, n_fields, p in (("swe", 3, 2), ("kolmogorov", 2, 1)):
+        r = record["cases"][case]
+        traj = r["trajectory"]
+        assert traj["total_steps"] == traj["warmup_steps"] + traj["cycles"] * traj["gap"]
+        e = r["ensf"]
+        assert e["D_s"] == n_fields * 32 * 32
+        for key in ("T_d", "T_f"):
+            assert positive(e[key]["seconds"]) and not e[key]["extrapolated"]
+        ld = r["ld_ensf"]
+        assert ld["D_s"] == ld["ldnet"]["latent"] + p
+        assert {"reference", "numba"} <= set(ld["kernels"])
+        for k in ld["kernels"].values():
+            assert positive(k["T_d"]) and positive(k["T_f"]) and math.isfinite(k["final_rel_rmse"])
+        assert positive(ld["T_e"])
+        for rec in ld["T_r"]:
+            assert positive(rec["one_state"]) and positive(rec["members"]["seconds"])
+
+
+def test_scaling_quick(tmp_path):
+    record, stdout = run_quick("scaling", tmp_path)
+    assert "PROJECTION" in stdout and "Target EnSF" in stdout
+    gen = record["generation"]
+    assert {(r["backend"], r["workers"]) for r in gen["table"]} == {(b, w) for b in ("dask", "mpi") for w in (1, 2)}
+    for r in gen["table"]:
+        assert positive(r["strong_wall_s"]) and positive(r["strong_speedup"]) and positive(r["weak_efficiency"])
+    runs = record["ensf"]["runs"]
+    assert [r["ranks"] for r in runs] == [1, 2]
+    for r in runs:
+        assert positive(r["cycle_s"]) and positive(r["speedup"])
+        assert r["max_rel_rmse_diff_vs_1_rank"] < 1e-12  # sharding must not change the analysis
+    for r in record["kernel"]["rows"]:
+        assert positive(r["member_steps_per_s"]) and 1 <= r["euler_steps"] <= 100
+    for part in ("generation", "ensf"):
+        assert all(positive(r["total_s"]) for r in record["projection"][part]["rows"])
+    assert all(Path(p).is_file() for p in record["plots"]) and len(record["plots"]) == 2
