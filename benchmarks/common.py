@@ -106,6 +106,13 @@ def best_of(run, repeats: int = 3, warmup: int = 1, sync=None) -> dict:
     return {"best_s": min(times), "median_s": float(np.median(times)), "times_s": times}
 
 
+def timed(run) -> tuple[object, float, float]:
+    """``run()``'s result, wall seconds and process-CPU seconds (all threads; CPU time shows contention)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = run()
+    return out, time.perf_counter() - wall, time.process_time() - cpu
+
+
 def fmt(value, digits: int = 4) -> str:
     """A number with ``digits`` significant digits; None and NaN print as ``-``."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

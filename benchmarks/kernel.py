@@ -19,15 +19,12 @@ CI machine) and the paper's LD-EnSF filter time T_f = 0.37 s per 50-analysis tra
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
+from common import RESULTS, describe, load_average, machine, markdown_table, write_json
 from ldensf_hpc.backend import cupy_available
 from ldensf_hpc.kernels import ensf_update, reference, step_table
 
@@ -40,34 +37,7 @@ ANCHORS = {
     "torch_reference_ms_per_analysis_K100_ci_2core": 9.5,
     "paper_ld_ensf_T_f_s_per_50_analyses_K100_epyc7543_32core": 0.37,
 }
-RESULTS = Path(__file__).parent / "results"
 REFERENCE = "reference (torch)"
-
-
-def machine() -> dict:
-    """CPU model, cores, threads, load and library versions of this run."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import numba
-    import torch
-
-    info = {"cpu": cpu, "cores": os.cpu_count(), "numba_threads": numba.get_num_threads(),
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "platform": platform.platform(), "gpu": None, "load_average": os.getloadavg()}
-    for name in ("numpy", "numba", "torch"):
-        info[name] = importlib.import_module(name).__version__
-    if cupy_available():
-        import cupy
-
-        info["cupy"] = cupy.__version__
-        info["gpu"] = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
-    return info
 
 
 def problem(K: int, seed: int = 0):
@@ -171,14 +141,11 @@ def gpu_cases():
 
 
 def markdown(rows, skipped) -> str:
-    lines = ["| device | K | backend | noise | ms / analysis (best) | median | 50 analyses [s] | reference / this |",
-             "|---|---:|---|---|---:|---:|---:|---:|"]
-    for r in rows:
-        traj = f"{r['trajectory_s']:.3f}" if "trajectory_s" in r else "skipped"
-        ratio = f"{r['reference_over_this']:.1f}" if "reference_over_this" in r else ""
-        lines.append(f"| {r['device']} | {r['K']} | {r['backend']} | {r['noise']} | {r['analysis_s_best'] * 1e3:.2f} "
-                     f"| {r['analysis_s_median'] * 1e3:.2f} | {traj} | {ratio} |")
-    lines.append("")
+    cells = [[r["device"], r["K"], r["backend"], r["noise"], f"{r['analysis_s_best'] * 1e3:.2f}",
+              f"{r['analysis_s_median'] * 1e3:.2f}", f"{r['trajectory_s']:.3f}" if "trajectory_s" in r else "skipped",
+              f"{r['reference_over_this']:.1f}" if "reference_over_this" in r else ""] for r in rows]
+    lines = [markdown_table(["device", "K", "backend", "noise", "ms / analysis (best)", "median", "50 analyses [s]",
+                             "reference / this"], cells), ""]
     lines.append(f"Anchors: torch reference {ANCHORS['torch_reference_ms_per_analysis_K100_ci_2core']} ms/analysis "
                  f"at K = 100 (2-core CI); paper LD-EnSF T_f "
                  f"{ANCHORS['paper_ld_ensf_T_f_s_per_50_analyses_K100_epyc7543_32core']} s per 50 analyses "
@@ -196,11 +163,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     info = machine()
+    gpu = cupy_available()
     started = time.perf_counter()
-    print(f"CPU: {info['cpu']}, {info['cores']} cores, numba threads {info['numba_threads']}, "
-          f"torch threads {info['torch_threads']}, load {info['load_average']}")
+    print(f"Machine: {describe(info)}")
     rows, skipped = run_cases(cpu_cases(), QUICK_K if args.quick else CPU_K, lambda: None, "cpu")
-    if info["gpu"]:
+    if gpu:
         import cupy as cp
 
         print(f"GPU: {info['gpu']}")
@@ -209,12 +176,11 @@ def main(argv=None) -> int:
         rows, skipped = rows + gpu_rows, skipped + gpu_skipped
     table = markdown(rows, skipped)
     print(table)
-    out = args.out or RESULTS / ("kernel_gpu.json" if info["gpu"] else "kernel_cpu.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    info["load_average_end"] = os.getloadavg()
-    out.write_text(json.dumps({"machine": info, "quick": args.quick, "d": D, "n_steps": N_STEPS,
-                               "n_analyses": N_ANALYSES, "anchors": ANCHORS, "rows": rows, "skipped": skipped,
-                               "wall_s": time.perf_counter() - started, "table": table}, indent=2))
+    out = args.out or RESULTS / ("kernel_gpu.json" if gpu else "kernel_cpu.json")
+    info["load_average_end"] = load_average()
+    write_json(out, {"machine": info, "quick": args.quick, "d": D, "n_steps": N_STEPS, "n_analyses": N_ANALYSES,
+                     "anchors": ANCHORS, "rows": rows, "skipped": skipped,
+                     "wall_s": time.perf_counter() - started, "table": table})
     print(f"wrote {out}")
     return 0
 

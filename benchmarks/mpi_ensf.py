@@ -16,21 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 
+from common import RESULTS, machine, markdown_table, write_json
 from ldensf_hpc.backend import rng_for
 from ldensf_hpc.config import load_config
 from ldensf_hpc.filters.ensf import EnSF
 from ldensf_hpc.models import make_model, trajectory
 from ldensf_hpc.observe import grid_operator
-from ldensf_hpc.parallel.mpi import Sharding, assimilate_sharded, initial_members, write_json_atomic
+from ldensf_hpc.parallel.mpi import Sharding, assimilate_sharded, initial_members
 
-RESULTS = Path(__file__).parent / "results" / "mpi_ensf.json"
+RUNS = RESULTS / "mpi_ensf.json"
 
 
 class FieldScale:
@@ -69,24 +67,22 @@ def run(args, comm) -> dict:
             "cycles": args.cycles, "euler_steps": args.euler_steps, "steps_per_cycle": gap,
             "T_d_per_cycle": result.T_d / args.cycles, "T_f_per_cycle": result.T_f / args.cycles,
             "cycle_s": wall / args.cycles, "analysis_rel_rmse": result.analysis_rel_rmse.tolist(),
-            "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")},
-            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                        "load": os.getloadavg()}}
+            "machine": machine()}
 
 
 def table(runs: dict, n: int, members: int) -> str:
     rows = sorted((r for r in runs.values() if (r["n"], r["members"]) == (n, members)), key=lambda r: r["ranks"])
     one = next((r for r in rows if r["ranks"] == 1), None)
-    lines = [f"SWE {n}x{n} (d = {3 * n * n}), K = {members}: seconds per forecast + analysis cycle",
-             "| ranks | T_d / cycle | T_f / cycle | cycle | speed-up | max |d rel-RMSE| vs 1 rank |",
-             "|---|---|---|---|---|---|"]
+    cells = []
     for r in rows:
         speedup = f"{one['cycle_s'] / r['cycle_s']:.2f}" if one else "-"
         diff = (f"{np.max(np.abs(np.subtract(r['analysis_rel_rmse'], one['analysis_rel_rmse']))):.1e}"
                 if one and len(one["analysis_rel_rmse"]) == len(r["analysis_rel_rmse"]) else "-")
-        lines.append(f"| {r['ranks']} | {r['T_d_per_cycle']:.2f} | {r['T_f_per_cycle']:.2f} | {r['cycle_s']:.2f} "
-                     f"| {speedup} | {diff} |")
-    return "\n".join(lines)
+        cells.append([r["ranks"], f"{r['T_d_per_cycle']:.2f}", f"{r['T_f_per_cycle']:.2f}", f"{r['cycle_s']:.2f}",
+                      speedup, diff])
+    return (f"SWE {n}x{n} (d = {3 * n * n}), K = {members}: seconds per forecast + analysis cycle\n"
+            + markdown_table(["ranks", "T_d / cycle", "T_f / cycle", "cycle", "speed-up",
+                              "max abs d(rel-RMSE) vs 1 rank"], cells))
 
 
 def main() -> None:
@@ -103,11 +99,11 @@ def main() -> None:
     record = run(args, comm)
     if comm.rank != 0:
         return
-    runs = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    runs = json.loads(RUNS.read_text()) if RUNS.is_file() else {}
     runs[f"n{args.n}-K{args.members}-ranks{comm.size}"] = record
-    write_json_atomic(RESULTS, runs)
+    write_json(RUNS, runs)
     print(table(runs, args.n, args.members))
-    print(f"-> {RESULTS}")
+    print(f"-> {RUNS}")
 
 
 if __name__ == "__main__":

@@ -15,15 +15,10 @@ Prints a Markdown table and writes JSON (machine, versions, load, every timing):
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
-import os
-import platform
-import time
-from pathlib import Path
 
 import numpy as np
 
+from common import RESULTS, describe, load_average, machine, markdown_table, timed, write_json
 from ldensf_hpc.backend import cupy_available
 from ldensf_hpc.config import load_config
 from ldensf_hpc.models import make_model
@@ -31,38 +26,6 @@ from ldensf_hpc.models import make_model
 PAPER_K = 100
 PAPER_TD = {"swe": 100.95, "kolmogorov": 10829.09}  # seconds, AMD EPYC 7543 (Table 1)
 PAPER_STEPS = {"swe": 2000, "kolmogorov": 300}  # solver steps / frames of one trajectory
-RESULTS = Path(__file__).parent / "results"
-
-
-def machine() -> dict:
-    """CPU model, cores, load and library versions of this run."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import numba
-
-    info = {"cpu": cpu, "cores": os.cpu_count(), "numba_threads": numba.get_num_threads(),
-            "python": platform.python_version(), "platform": platform.platform(), "gpu": None}
-    for name in ("numpy", "scipy", "numba", "torch"):
-        info[name] = importlib.import_module(name).__version__
-    if cupy_available():
-        import cupy
-
-        info["cupy"] = cupy.__version__
-        info["gpu"] = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
-    return info
-
-
-def load() -> list[float]:
-    try:
-        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return []
 
 
 def synchronize(backend: str) -> None:
@@ -70,13 +33,6 @@ def synchronize(backend: str) -> None:
         import cupy
 
         cupy.cuda.Device().synchronize()
-
-
-def timed(run) -> tuple[float, float]:
-    """Wall and process-CPU seconds of ``run()`` (CPU time shows contention on a shared machine)."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    run()
-    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def time_swe(backend: str, K: int, steps: int) -> tuple[float, float]:
@@ -92,7 +48,8 @@ def time_swe(backend: str, K: int, steps: int) -> tuple[float, float]:
         model.step(state, params, steps)
         synchronize(backend)
 
-    return timed(run)
+    _, wall, cpu = timed(run)
+    return wall, cpu
 
 
 def time_kolmogorov(backend: str, K: int, frames: int) -> tuple[float, float, int]:
@@ -111,7 +68,8 @@ def time_kolmogorov(backend: str, K: int, frames: int) -> tuple[float, float, in
             w = model.step(w, params, spf)
         synchronize(backend)
 
-    return *timed(run), spf
+    _, wall, cpu = timed(run)
+    return wall, cpu, spf
 
 
 def row(case, backend, K, steps, seconds, cpu_seconds, unit="steps"):
@@ -129,8 +87,8 @@ def main(argv=None) -> dict:
                                                 "solvers_gpu.json when a GPU is used)")
     args = ap.parse_args(argv)
     gpu = cupy_available()
-    out = Path(args.out or RESULTS / ("solvers_gpu.json" if gpu else "solvers_cpu.json"))
-    load_before = load()
+    out = args.out or RESULTS / ("solvers_gpu.json" if gpu else "solvers_cpu.json")
+    load_before = load_average()
 
     swe_numba = (10, 100) if args.quick else (PAPER_K, PAPER_STEPS["swe"])
     swe_numpy = (4, 20) if args.quick else (10, 100)
@@ -149,29 +107,27 @@ def main(argv=None) -> dict:
         by = {r["backend"]: r["full_K100_seconds"] for r in rows if r["case"] == case}
         return by[slow] / by[fast]
 
-    result = {"machine": machine(), "load_before": load_before, "load_after": load(), "quick": args.quick,
+    result = {"machine": machine(), "load_before": load_before, "load_after": load_average(), "quick": args.quick,
               "grid": 150, "rows": rows, "swe_numba_speedup_over_numpy": ratio("swe", "numba", "numpy"),
               "kolmogorov_scipy_speedup_over_numpy": ratio("kolmogorov", "scipy", "numpy")}
 
-    m = result["machine"]
-    print(f"Truth solvers, 150 x 150 grids — {m['cpu']}, {m['cores']} cores, numba threads "
-          f"{m['numba_threads']}, GPU {m['gpu'] or 'none'}; load {load_before} -> {result['load_after']}\n")
-    print("| case | backend | measured | wall s | CPU s | K=100 full trajectory [s] | paper T_d [s] | paper / ours |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print(f"Truth solvers, 150 x 150 grids — {describe(result['machine'])}; "
+          f"load {load_before} -> {result['load_after']}\n")
+    cells = []
     for r in rows:
         unit = "frames" if r["case"] == "kolmogorov" else "steps"
         measured = f"K={r['K']} x {r[unit]} {unit}"
         if r["case"] == "kolmogorov":
             measured += f" ({r['frames_per_second']:.3g} frames/s)"
         full = f"{r['full_K100_seconds']:.4g}" + (" (extrapolated)" if r["extrapolated"] else "")
-        print(f"| {r['case']} | {r['backend']} | {measured} | {r['seconds']:.3g} | {r['cpu_seconds']:.3g} | {full} | "
-              f"{r['paper_T_d']:g} | {r['paper_over_ours']:.3g} |")
+        cells.append([r["case"], r["backend"], measured, f"{r['seconds']:.3g}", f"{r['cpu_seconds']:.3g}", full,
+                      f"{r['paper_T_d']:g}", f"{r['paper_over_ours']:.3g}"])
+    print(markdown_table(["case", "backend", "measured", "wall s", "CPU s", "K=100 full trajectory [s]",
+                          "paper T_d [s]", "paper / ours"], cells))
     print(f"\nSWE numba / numpy speed-up: {result['swe_numba_speedup_over_numpy']:.1f}x; "
           f"Kolmogorov scipy / numpy: {result['kolmogorov_scipy_speedup_over_numpy']:.2f}x. "
           "Extrapolated rows are linear in K and steps/frames (the solvers' cost is).")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {out}")
+    print(f"wrote {write_json(out, result)}")
     return result
 
 
