@@ -61,7 +61,7 @@ def slurm(tmp_path_factory):
     subprocess.run([str(script), "stop", str(state)], check=False)
 
 
-def _wait_for(job_id: str, env: dict, timeout: float = 300) -> str:
+def _wait_for(job_id: str, env: dict, timeout: float = 300) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], env=env, capture_output=True, text=True)
@@ -69,9 +69,8 @@ def _wait_for(job_id: str, env: dict, timeout: float = 300) -> str:
             break
         time.sleep(1)
     else:
-        pytest.fail(f"SLURM job {job_id} did not finish in {timeout} s")
-    info = subprocess.run(["scontrol", "show", "job", job_id], env=env, capture_output=True, text=True).stdout
-    return info
+        info = subprocess.run(["scontrol", "show", "job", job_id], env=env, capture_output=True, text=True).stdout
+        pytest.fail(f"SLURM job {job_id} did not finish in {timeout} s:\n{info}")
 
 
 def _assert_dataset(path: Path, n_trajectories: int):

@@ -30,7 +30,7 @@ if ! pgrep -x munged >/dev/null; then
 fi
 
 host=$(hostname -s)
-cpus=$(nproc)
+cpus=$(getconf _NPROCESSORS_ONLN)  # not nproc: it honours OMP_NUM_THREADS
 mem=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
 mkdir -p "$dir/spool/ctld" "$dir/spool/d" "$dir/log"
 cat > "$dir/slurm.conf" <<CONF
