@@ -30,12 +30,20 @@ from .data.dataset import TrajectoryStore, split_indices
 from .data.generate import frame_schedule, generate
 from .errors import DataError
 from .filters.base import Observation, assimilate, make_filter
-from .filters.ld_ensf import LatentModel, latent_observations, latent_operator, latent_truth, reconstruct
+from .filters.ld_ensf import (
+    LatentModel,
+    latent_observations,
+    latent_operator,
+    latent_truth,
+    reconstruct,
+)
+from .filters.score_sde import schedule
 from .models import Standardized, make_model
 from .observe import noise_std, observe
 from .surrogate import load
 from .surrogate.train import observation_operator, train
 
+STABILITY_MARGIN = 1.1  # latent observation std >= this x the stable limit of the Euler step
 # rng streams (rng_for(seed, STREAM, ...)) of this module
 _OBS, _ENSEMBLE, _FILTER, _VALIDATION = 11, 12, 13, 14
 
@@ -131,13 +139,15 @@ def assimilate_test_trajectory(cfg, data_dir, model_dir, *, methods=("ensf", "ld
                                      "state_dim": int(truth[0].size)}
     if "ld_ensf" in methods:
         latent_model = LatentModel(ldnet, encoder.out_mean.numpy(), encoder.out_std.numpy())
+        filt = make_filter("ld_ensf", cfg)
+        # the encoder's error, floored where the explicit likelihood step would diverge
+        stable = STABILITY_MARGIN * schedule(filt.n_steps, filt.eps_alpha, filt.eps_beta).stable_std()
         z_std = np.maximum(latent_obs_std(cfg, store, ldnet, encoder, operator, cfg.observe.noise) / latent_model.std,
-                           cfg.ld_ensf.obs_std_floor)
+                           max(cfg.ld_ensf.obs_std_floor, stable))
         t0 = time.perf_counter()
         z_obs = latent_model.to_fields(latent_observations(encoder, y))
         T_encode = time.perf_counter() - t0
         z_true = latent_truth(ldnet, u_true, T)
-        filt = make_filter("ld_ensf", cfg)
         op = latent_operator(latent_model)
         z0 = latent_model.step(latent_model.initial_state(prior_params))  # s_0 from s_{-1} = 0
         t0 = time.perf_counter()

@@ -35,6 +35,11 @@ class Schedule:
     damping: np.ndarray  # h(tau)
     dt: float
 
+    def stable_std(self) -> float:
+        """Smallest observation noise std (identity H) for which the explicit Euler step of the
+        likelihood score is stable: ``dt max(g2 h) / std^2 < 2``."""
+        return float(np.sqrt(0.5 * self.dt * np.max(self.g2 * self.damping)))
+
 
 def schedule(n_steps: int, eps_alpha: float = 0.01, eps_beta: float = 0.0) -> Schedule:
     """Coefficients for ``n_steps`` Euler-Maruyama steps from tau = 1 towards 0."""

@@ -342,8 +342,7 @@ def load_truth(cfg, data) -> Truth:
 def check_stable(filt: EnSF, std) -> None:
     """Raise ConfigError when EnSF's explicit Euler step of the likelihood score diverges:
     it is stable for ``dt max(g2 h) / std^2 < 2`` (:mod:`ldensf_hpc.filters.ensf`)."""
-    sde, smallest = filt.sde, float(np.min(std))
-    limit = math.sqrt(0.5 * sde.dt * float(np.max(sde.g2 * sde.damping)))
+    smallest, limit = float(np.min(std)), filt.sde.stable_std()
     if not smallest > limit:
         raise ConfigError(f"EnSF with {filt.n_steps} steps is unstable for observation noise std {smallest:.3g} "
                           f"(needs > {limit:.3g}); raise ensf.n_steps or observe.noise")
