@@ -26,6 +26,7 @@ import numpy as np
 
 from . import metrics, plots
 from .backend import rng_for
+from .config import ConfigError
 from .data.dataset import TrajectoryStore, split_indices
 from .data.generate import frame_schedule, generate
 from .errors import DataError
@@ -43,6 +44,7 @@ from .observe import noise_std, observe
 from .surrogate import load
 from .surrogate.train import observation_operator, train
 
+METHODS = ("free", "ensf", "ld_ensf")
 STABILITY_MARGIN = 1.1  # latent observation std >= this x the stable limit of the Euler step
 # rng streams (rng_for(seed, STREAM, ...)) of this module
 _OBS, _ENSEMBLE, _FILTER, _VALIDATION = 11, 12, 13, 14
@@ -74,8 +76,7 @@ def latent_obs_std(cfg, store, ldnet, encoder, operator, level: float) -> np.nda
         frames = store.frames(j, fe)
         _, y = noisy_observations(operator, frames, level, cfg.data.seed + 1000 + int(j))
         errors.append(latent_observations(encoder, y) - latent_truth(ldnet, store.params[j], len(frames)))
-    rmse = np.sqrt(np.mean(np.concatenate(errors) ** 2, axis=0))
-    return np.maximum(rmse, cfg.ld_ensf.obs_std_floor)
+    return np.sqrt(np.mean(np.concatenate(errors) ** 2, axis=0))
 
 
 def _rel(a, b) -> np.ndarray:
@@ -87,6 +88,9 @@ def _rel(a, b) -> np.ndarray:
 
 def assimilate_test_trajectory(cfg, data_dir, model_dir, *, methods=("ensf", "ld_ensf"), trajectory=None) -> dict:
     """Run the requested methods on one held-out trajectory; return the report dictionary."""
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise ConfigError(f"unknown method(s) {sorted(unknown)}; choose from {', '.join(METHODS)}")
     store = TrajectoryStore(data_dir)
     ldnet, encoder = load(Path(model_dir) / "ldnet.pt"), load(Path(model_dir) / "encoder.pt")
     test = split_indices(store.n_trajectories, cfg.data.split, cfg.data.seed)["test"]
@@ -97,7 +101,7 @@ def assimilate_test_trajectory(cfg, data_dir, model_dir, *, methods=("ensf", "ld
     truth = store.frames(j, fe).astype(np.float64)  # (T, F, ny, nx) at latent steps
     u_true = store.params[j]
     T, seed, K = len(truth), cfg.data.seed, cfg.ensf.ensemble_size
-    times = np.asarray(store._h5()["time"][::fe], dtype=np.float64)[:T]
+    times = store.time[::fe]
     operator, _ = observation_operator(cfg, store)
     std, y = noisy_observations(operator, truth, cfg.observe.noise, seed)
 
@@ -134,8 +138,7 @@ def assimilate_test_trajectory(cfg, data_dir, model_dir, *, methods=("ensf", "ld
         analysis = norm_model.unstandardize(res.analysis_mean.reshape(T - 1, *truth.shape[1:]))
         fields["EnSF"] = np.concatenate([[free_mean[0]], analysis])
         curves["EnSF"] = _rel(fields["EnSF"], truth)
-        full = curves["EnSF"]
-        report["methods"]["ensf"] = {"full_rel_rmse": full.tolist(), "T_d": res.T_d, "T_f": res.T_f,
+        report["methods"]["ensf"] = {"full_rel_rmse": curves["EnSF"].tolist(), "T_d": res.T_d, "T_f": res.T_f,
                                      "state_dim": int(truth[0].size)}
     if "ld_ensf" in methods:
         latent_model = LatentModel(ldnet, encoder.out_mean.numpy(), encoder.out_std.numpy())

@@ -125,7 +125,7 @@ class TrajectoryStore:
         self._file = open_dataset(self.data_dir, checksum=checksum)  # checks shards against the manifest
         self._pid = os.getpid()
         f = self._file
-        for name in ("fields", "params", "x", "y"):
+        for name in ("fields", "params", "time", "x", "y"):
             if name not in f:
                 raise DataError(f"{self.path} has no '{name}' dataset (not an ldensf dataset?)")
         if f["fields"].ndim != 5:
@@ -134,6 +134,7 @@ class TrajectoryStore:
         self.params = np.asarray(f["params"][...], dtype=np.float64).reshape(self.n_trajectories, -1)
         self.x = np.asarray(f["x"][...], dtype=np.float64)
         self.y = np.asarray(f["y"][...], dtype=np.float64)
+        self.time = np.asarray(f["time"][...], dtype=np.float64)
         if self.x.shape != (self.nx,) or self.y.shape != (self.ny,):
             raise DataError(f"{self.path}: x {self.x.shape} / y {self.y.shape} do not match fields (ny, nx) = "
                             f"{(self.ny, self.nx)}")
