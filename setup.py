@@ -24,6 +24,7 @@ setup(
     extras_require={
         "dev": ["pytest>=8", "pytest-mpi>=0.6", "pytest-timeout>=2.3", "cmake>=3.27"],
         "cuda": ["cupy-cuda13x", "numba-cuda"],
+        "peers": ["jax[cpu]==0.10.2", "jax-cfd==0.2.1", "dapper==1.7.1"],  # benchmarks/peers.py only
     },
     entry_points={"console_scripts": ["ldensf=ldensf_hpc.cli:main"]},
 )
