@@ -54,7 +54,7 @@ from importlib.metadata import PackageNotFoundError, version
 from types import SimpleNamespace
 
 import numpy as np
-from common import RESULTS, describe, load_average, machine, markdown_table, write_json
+from common import RESULTS, describe, load_average, machine, markdown_table, timed, write_json
 
 from ldensf_hpc.backend import rng_for
 from ldensf_hpc.config import Lorenz96Config, load_config
@@ -84,13 +84,6 @@ def peer_machine() -> dict:
         except PackageNotFoundError:
             info["versions"][name] = None
     return info
-
-
-def timed(run) -> tuple[object, float, float]:
-    """``run()``'s result, wall seconds and process-CPU seconds (all threads)."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = run()
-    return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
 # -- 1. Kolmogorov flow ---------------------------------------------------------------------
