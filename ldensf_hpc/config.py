@@ -93,7 +93,7 @@ class EnSFConfig:
     eps_alpha: float = 0.01
     eps_beta: float = 0.0
     mixture: bool = True  # mixture prior score (False: member-paired)
-    score_clip: float | None = None
+    score_clip: float | None = 1000.0  # the reference package clips the score to ±1000 (None: no clip)
     kernel: str = "numba"  # reference | numba | cuda
 
 
