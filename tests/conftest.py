@@ -23,3 +23,14 @@ def ldensf():
                               capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Tiny networks run fastest (and least disturbed by other jobs) on one torch thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,12 +15,7 @@ TINY_ENCODER = ["observe.stride=4", "encoder_swe.layers=1", "encoder_swe.hidden=
                 "encoder_swe.lr=1.0e-2", "encoder_swe.dropout=0.0"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -61,6 +61,7 @@ def test_tendency_matches_analytic_advection_and_forcing():
     expected = -(u * omega_x + v * omega_y) - kf * np.cos(kf * y)
     state = m.from_fields(np.stack([u, v])[None])
     assert rel_err(m.to_fields(state)[0], np.stack([u, v])) < 1e-13
+    assert rel_err(np.fft.irfft2(state[0], s=(n, n)), omega) < 1e-13  # from_fields takes the curl
     got = np.fft.irfft2(m.tendency(state)[0], s=(n, n))
     assert rel_err(got, expected) < 1e-12
 

@@ -23,13 +23,7 @@ TINY_LDNET = ["ldnet_swe.latent=4", "ldnet_swe.dyn_depth=2", "ldnet_swe.dyn_widt
               "train.patience=1000", "train.device=cpu"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest (and least disturbed by other jobs) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def tiny_config(*extra):

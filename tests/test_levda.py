@@ -26,13 +26,7 @@ from ldensf_hpc.surrogate.ldnet import LDNet
 U_TRUE, OBS_STD, N_STEPS, WINDOW = 0.6, 0.05, 20, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest (and least disturb other jobs) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def tiny_ldnet(dtype=torch.float64, n_fields=1, norm=None, seed=0):
