@@ -1,0 +1,1 @@
+mpirun/assimilate.sh
