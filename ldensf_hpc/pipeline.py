@@ -17,8 +17,6 @@ ensemble with R) and the config; plots are written beside it.
 """
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from .backend import rng_for
 from .config import ConfigError
 from .data.dataset import TrajectoryStore, split_indices
 from .data.generate import frame_schedule, generate
+from .data.store import write_json
 from .errors import DataError
 from .filters.base import Observation, assimilate, make_filter
 from .filters.ld_ensf import (
@@ -188,12 +187,6 @@ def _param_half_range(ldnet) -> np.ndarray:
     return (np.asarray(ldnet.norm.param_max) - np.asarray(ldnet.norm.param_min)) / 2.0
 
 
-def _write_json_atomic(path: Path, record: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, path)
-
-
 def write_plots(report: dict, out: Path, field_index: int = 0) -> list[str]:
     """Fig. 3-style field panels, Fig. 6-style error curves and the parameter estimate."""
     curves, fields = report["_curves"], report["_fields"]
@@ -253,6 +246,6 @@ def run(cfg, workdir=None, *, methods=("ensf", "ld_ensf"), generate_backend: str
     report["plots"] = write_plots(report, work)
     report["config"] = cfg.to_dict()
     record = {k: v for k, v in report.items() if not k.startswith("_")}
-    _write_json_atomic(work / "report.json", record)
+    write_json(work / "report.json", record)
     report["path"] = str(work / "report.json")
     return report

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import torch
 
 from ..backend import rng_for
 from ..errors import DataError
-from .store import DATASET, open_dataset
+from .store import DATASET, open_dataset, write_json
 
 NORM_FILE = "normalization.json"
 SPLITS = ("train", "val", "test")
@@ -221,19 +220,8 @@ def load_normalization(store: TrajectoryStore, fractions=(0.6, 0.2, 0.2), seed: 
     norm = compute_normalization(store, train)
     record = {"key": key, "field_names": list(store.field_names), "param_names": list(store.param_names),
               **norm.to_dict()}
-    _write_json_atomic(path, record)
+    write_json(path, record)
     return norm
-
-
-def _write_json_atomic(path: Path, record: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class PointSampleDataset(torch.utils.data.Dataset):

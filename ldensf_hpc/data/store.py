@@ -152,14 +152,23 @@ def read_manifest(root: Path) -> dict | None:
     return manifest
 
 
-def write_manifest(root: Path, manifest: dict) -> None:
-    path = root / MANIFEST
+def write_json(path, record: dict, sort_keys: bool = False) -> None:
+    """Write ``record`` to ``path`` (parents created) through a temporary file, fsync and rename:
+    a reader sees the old file or the whole new one, never half of it."""
+    path = Path(path)
     tmp = _tmp_path(path)
     try:
-        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=sort_keys) + "\n")
         _commit(tmp, path)
+    except OSError as exc:
+        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_manifest(root: Path, manifest: dict) -> None:
+    write_json(root / MANIFEST, manifest, sort_keys=True)
 
 
 def new_manifest(case: str, config: dict, n_trajectories: int, shard_size: int, frame_shape, n_params: int) -> dict:

@@ -56,10 +56,8 @@ and ``T_f`` (analyses, communication included) are maxima over ranks.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +67,7 @@ import numpy as np
 from .. import metrics
 from ..backend import rng_for, to_numpy
 from ..config import ConfigError
+from ..data.store import write_json
 from ..errors import DataError, InputError
 from ..filters.base import AssimilationResult, Observation, check_inputs, make_filter
 from ..filters.ensf import EnSF
@@ -408,24 +407,9 @@ def assimilate_dataset(cfg, data, out, filter_name: str = "ensf", backend: str =
         "config": cfg.to_dict(),
     }
     path = Path(out) / f"assimilate_{filt.name}.json"
-    write_json_atomic(path, record)
+    write_json(path, record)
     record["path"] = str(path)
     return record
-
-
-def write_json_atomic(path: Path, record: dict) -> None:
-    """Write ``record`` to ``path`` through a temporary file and a rename (never half-written)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise DataError(f"cannot write to output directory {path.parent}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=1)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def summary_table(record: dict) -> str:

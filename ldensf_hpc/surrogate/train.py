@@ -18,7 +18,6 @@ hold the loss history and the test errors.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,8 +29,14 @@ from tqdm import tqdm
 
 from ..backend import BackendError, rng_for
 from ..config import Config, ConfigError
-from ..data.dataset import (PointSampleDataset, TrajectoryStore, load_normalization, observation_sequences,
-                            split_indices)
+from ..data.dataset import (
+    PointSampleDataset,
+    TrajectoryStore,
+    load_normalization,
+    observation_sequences,
+    split_indices,
+)
+from ..data.store import write_json
 from ..errors import DataError
 from ..models import SolverError
 from ..observe import make_operator
@@ -196,12 +201,6 @@ def evaluate(model: torch.nn.Module, batches: Iterable, loss_fn) -> float:
     return total / count
 
 
-def _write_json(path: Path, record: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def relative_error(pred: np.ndarray, true: np.ndarray, axis=None) -> np.ndarray:
     """``||pred - true|| / ||true||`` (2-norm over ``axis``; all axes by default)."""
     return np.sqrt(np.sum((pred - true) ** 2, axis=axis) / np.sum(true**2, axis=axis))
@@ -270,7 +269,7 @@ def train_ldnet(cfg: Config, data_dir, out_dir, *, callback=None, progress: bool
                "frames": n_kept, "field_names": list(store.field_names),
                **{f"{name}_rel_error": float(e.mean()) for name, e in errors.items()},
                "test_rel_error_per_field": dict(zip(store.field_names, errors["test"].mean(axis=0).tolist()))}
-    _write_json(out / "ldnet.json", summary)
+    write_json(out / "ldnet.json", summary)
     return summary
 
 
@@ -342,7 +341,7 @@ def train_encoder(cfg: Config, data_dir, out_dir, *, callback=None, progress: bo
                                                              zip(pred[..., :L], target[..., :L])]))
         summary[f"{name}_rel_error_params"] = float(np.mean([relative_error(p, t) for p, t in
                                                              zip(u_pred, u_true)]))
-    _write_json(out / "encoder.json", summary)
+    write_json(out / "encoder.json", summary)
     return summary
 
 
