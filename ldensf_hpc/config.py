@@ -190,6 +190,46 @@ class KolmogorovEncoderConfig(EncoderConfig):
 
 
 @dataclass
+class VAEConfig:
+    """Coupled convolutional VAE of Latent-EnSF (LD-EnSF paper §2.3; Si & Chen 2024).
+
+    A state encoder (strided convolutions) and an observation encoder (MLP on the
+    sparse observation vector) map into one latent space; a decoder (transposed
+    convolutions) maps back to the full fields.
+    """
+
+    latent: int = 400  # latent dimension (the paper's 400 for 150 x 150)
+    width: int = 32  # channels of the first convolution block (doubled per block)
+    blocks: int = 3  # stride-2 convolution blocks (the grid is padded to a multiple of 2**blocks)
+    obs_hidden: int = 256  # width of the observation encoder's two hidden layers
+    kl_weight: float = 1.0e-3  # weight of the KL terms to N(0, I)
+    align_weight: float = 1.0  # weight of |mu_obs - mu_state|^2 (shared latent space)
+    obs_noise: float = 0.0  # relative noise added to training observations (0: noiseless)
+    batch_size: int = 32  # frames per batch
+    lr: float = 1.0e-3
+    epochs: int = 200
+
+
+@dataclass
+class SetEncoderConfig:
+    """Point-set observation encoder for moving sensors (LD-EnSF with changing positions).
+
+    Each observation time is a set of (position, value, field) points, embedded point by
+    point and mean-pooled (permutation invariant, any number of points); an LSTM over
+    time maps the pooled features to ``(s_hat_t, u_hat_t)`` like the LSTM encoder.
+    """
+
+    width: int = 128  # point embedding width
+    point_layers: int = 2  # hidden layers of the point embedding
+    hidden: int = 128  # LSTM width
+    layers: int = 1  # LSTM layers
+    sensors: int = 0  # points per time when training (0: as many as the grid operator observes)
+    batch_size: int = 8  # trajectories per batch
+    lr: float = 1.0e-3
+    epochs: int = 500
+
+
+@dataclass
 class TrainConfig:
     """Shared optimisation settings: Adam + cosine schedule, early stopping, checkpoints."""
 
@@ -220,6 +260,8 @@ class Config:
     ldnet_kolmogorov: KolmogorovLDNetConfig = field(default_factory=KolmogorovLDNetConfig)
     encoder_swe: EncoderConfig = field(default_factory=EncoderConfig)
     encoder_kolmogorov: KolmogorovEncoderConfig = field(default_factory=KolmogorovEncoderConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    set_encoder: SetEncoderConfig = field(default_factory=SetEncoderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict:

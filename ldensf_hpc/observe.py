@@ -159,6 +159,14 @@ def points_operator(shape, n_points: int, rng: np.random.Generator, fields=None,
     return _select("points", shape, points, fields, periodic)
 
 
+def moving_points(shape, n_points: int, n_times: int, rng: np.random.Generator, fields=None,
+                  periodic: bool = False) -> list[ObservationOperator]:
+    """Moving sensors: one :func:`points_operator` per observation time, positions drawn afresh each time."""
+    if int(n_times) < 1:
+        raise InputError(f"moving sensors need at least one observation time, got {n_times}")
+    return [points_operator(shape, n_points, rng, fields, periodic) for _ in range(int(n_times))]
+
+
 def full_operator(shape, fields=None, periodic: bool = False) -> ObservationOperator:
     """Identity on the chosen fields (all fields by default)."""
     total = int(np.prod(shape if len(shape) == 1 else shape[1:]))

@@ -4,8 +4,15 @@ import pytest
 
 from ldensf_hpc.config import ConfigError
 from ldensf_hpc.errors import InputError
-from ldensf_hpc.observe import (OPERATORS, ObservationOperator, grid_operator, make_operator, noise_std,
-                                observe)
+from ldensf_hpc.observe import (
+    OPERATORS,
+    ObservationOperator,
+    grid_operator,
+    make_operator,
+    moving_points,
+    noise_std,
+    observe,
+)
 
 FIELD_SHAPE = (3, 12, 10)
 OPTIONS = {"grid": {"stride": 3}, "points": {"n_points": 7, "rng": np.random.default_rng(0)}, "full": {}}
@@ -96,3 +103,13 @@ def test_bad_input():
         op.adjoint(np.zeros((2, 3)))
     with pytest.raises(InputError, match="noise level"):
         noise_std(op, np.zeros((5, 40)), -0.1)
+
+
+def test_moving_sensors_change_position_every_time_with_the_same_count():
+    ops = moving_points((3, 8, 8), 5, 4, np.random.default_rng(1), fields=[0])
+    assert [op.m for op in ops] == [5] * 4
+    layouts = {tuple(op.index) for op in ops}
+    assert len(layouts) == 4  # 4 draws of 5 of 64 points: a repeat is possible but not for this seed
+    assert all(op.field.max() == 0 for op in ops)
+    with pytest.raises(InputError, match="at least one observation time"):
+        moving_points((3, 8, 8), 5, 0, np.random.default_rng(1))
