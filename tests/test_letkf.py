@@ -12,7 +12,7 @@ from ldensf_hpc.filters.ensf import EnSF
 from ldensf_hpc.filters.letkf import LETKF, distances, gaspari_cohn
 from ldensf_hpc.models import trajectory
 from ldensf_hpc.models.lorenz96 import Lorenz96
-from ldensf_hpc.observe import ObservationOperator, full_operator, grid_operator
+from ldensf_hpc.observe import ObservationOperator, full_operator, grid_operator, moving_points
 
 from problems import K_LARGE, linear_gaussian
 
@@ -160,6 +160,20 @@ def _smooth_fields(rng, n):
     k = 2 * np.pi / 8
     modes = np.stack([np.ones((8, 8)), np.cos(k * i), np.sin(k * i), np.cos(k * j), np.sin(k * j)])
     return np.einsum("nfb,bij->nfij", rng.standard_normal((n, 2, 5)), modes)
+
+
+def test_driver_takes_moving_sensors_and_keeps_members():
+    """20 of 40 Lorenz-96 variables observed, a different half every cycle (moving sensors)."""
+    model, truth, ensemble, _ = _lorenz96_twin(60)
+    ops = moving_points((40,), 20, 60, np.random.default_rng(4), periodic=True)
+    stds = [np.ones(op.m) for op in ops]
+    res = assimilate(model, LETKF(radius=6.0, inflation=1.05), ensemble, truth, ops, stds, 5, keep_members=True)
+    free = assimilate(model, LETKF(), ensemble, truth, ops, [1e6 * s for s in stds], 5)  # no weight on the data
+    assert res.analysis_rmse[20:].mean() < 0.5 * free.analysis_rmse[20:].mean()
+    assert res.analysis_members.shape == (60, len(ensemble), 40)
+    np.testing.assert_allclose(res.analysis_members.mean(axis=1), res.analysis_mean)
+    with pytest.raises(InputError, match="operators and"):
+        assimilate(model, LETKF(), ensemble, truth, ops[:3], stds[:3], 5)
 
 
 def test_driver_runs_a_multi_field_model_through_the_protocol():

@@ -66,10 +66,22 @@ class Observation:
         return self.operator.adjoint((self.y - self.operator.apply(x)) * self.inv_var)
 
 
+CAPABILITIES = {
+    "space": "where the analysis happens",
+    "dynamics": "what propagates the ensemble between observations",
+    "parameters": "estimates model parameters jointly with the state",
+    "irregular_times": "takes observations at any time, not only on a fixed step grid",
+    "moving_sensors": "takes sensor positions that change from one observation time to the next",
+    "smoother": "analyses a window of observation times at once",
+}
+"""What every filter declares in its ``capabilities`` class attribute (the report's capability table)."""
+
+
 class Filter(Protocol):
-    """What :func:`assimilate` needs from a filter."""
+    """What :func:`assimilate` needs from a filter (``capabilities``: see :data:`CAPABILITIES`)."""
 
     name: str
+    capabilities: dict
 
     def analyse(self, forecast, obs: Observation, rng: np.random.Generator): ...
 
@@ -131,13 +143,14 @@ class AssimilationResult:
     T_d: float
     T_f: float
     ensemble: object  # final analysis state batch
+    analysis_members: np.ndarray | None = None  # (n_cycles, K, d) when kept
 
     def summary(self, spinup: int = 0) -> dict:
         """Time-averaged errors over cycles ``spinup:``, and the timings (JSON-ready)."""
         keep = slice(spinup, None)
         return {
             "filter": self.filter_name,
-            "cycles": int(len(self.steps)),
+            "cycles": len(self.steps),
             "spinup": int(spinup),
             "analysis_rmse": float(self.analysis_rmse[keep].mean()),
             "forecast_rmse": float(self.forecast_rmse[keep].mean()),
@@ -153,8 +166,8 @@ def _synchronize(xp) -> None:
         xp.cuda.Device().synchronize()
 
 
-def assimilate(model, filt, ensemble, truth, operator: ObservationOperator, std, steps, *,
-               params=None, observations=None, seed: int = 0) -> AssimilationResult:
+def assimilate(model, filt, ensemble, truth, operator, std, steps, *, params=None, observations=None,
+               seed: int = 0, keep_members: bool = False) -> AssimilationResult:
     """Cycle forecast (``model.step``) -> observe -> ``filt.analyse`` along a truth run.
 
     Parameters
@@ -164,13 +177,15 @@ def assimilate(model, filt, ensemble, truth, operator: ObservationOperator, std,
     ensemble : initial model state batch of ``K >= 2`` members.
     truth : ``(n_cycles + 1, *fields)`` truth fields; ``truth[0]`` is the start and
         ``truth[c]`` the state observed at cycle ``c``.
-    operator, std : observation operator and noise std ``(m,)`` (see :func:`~ldensf_hpc.observe.noise_std`).
+    operator, std : observation operator and noise std ``(m,)`` (see :func:`~ldensf_hpc.observe.noise_std`),
+        or one of each per cycle (moving sensors, :func:`~ldensf_hpc.observe.moving_points`).
     steps : model steps between observation times, one int or ``n_cycles`` ints
         (irregular observation times).
     params : model parameters per member, passed to ``model.step``.
     observations : optional ``n_cycles`` observation vectors ``(m,)``; by default
         drawn from the truth with :func:`~ldensf_hpc.observe.observe` and ``rng_for(seed, 0, c)``.
     seed : seeds the observation noise and the filter's rng (``rng_for(seed, 1, c)``).
+    keep_members : also return every analysis ensemble (``analysis_members``, ``(n_cycles, K, d)``).
     """
     xp = array_module(ensemble)
     fields = model.to_fields(ensemble)
@@ -181,14 +196,19 @@ def assimilate(model, filt, ensemble, truth, operator: ObservationOperator, std,
         raise InputError(f"an ensemble needs at least 2 members, got K = {K}")
     if truth.ndim < 2 or tuple(truth.shape[1:]) != member_shape or n_cycles < 1:
         raise InputError(f"truth must be (n_cycles + 1 >= 2, {member_shape}) fields, got {truth.shape}")
-    if operator.shape != member_shape:
-        raise InputError(f"operator is for members of shape {operator.shape}, model fields are {member_shape}")
+    operators = list(operator) if isinstance(operator, (list, tuple)) else [operator] * n_cycles
+    stds = list(std) if isinstance(operator, (list, tuple)) else [std] * n_cycles
+    if len(operators) != n_cycles or len(stds) != n_cycles:
+        raise InputError(f"got {len(operators)} operators and {len(stds)} noise stds for {n_cycles} cycles")
+    for op in operators:
+        if op.shape != member_shape:
+            raise InputError(f"operator is for members of shape {op.shape}, model fields are {member_shape}")
     gaps = np.broadcast_to(np.asarray(steps), (n_cycles,)) if np.ndim(steps) == 0 else np.asarray(steps)
     if gaps.shape != (n_cycles,) or not np.issubdtype(gaps.dtype, np.integer) or gaps.min() < 1:
         raise InputError(f"steps must be a positive int or {n_cycles} positive ints, got {steps!r}")
     if observations is not None and len(observations) != n_cycles:
         raise InputError(f"got {len(observations)} observation vectors for {n_cycles} cycles")
-    std = xp.asarray(std, dtype=fields.dtype)
+    stds = [xp.asarray(sd, dtype=fields.dtype) for sd in stds]
 
     stats = {key: [] for key in ("forecast_mean", "forecast_std", "analysis_mean", "analysis_std",
                                  "forecast_rmse", "analysis_rmse", "forecast_rel_rmse", "analysis_rel_rmse",
@@ -201,7 +221,7 @@ def assimilate(model, filt, ensemble, truth, operator: ObservationOperator, std,
         stats[f"{kind}_rel_rmse"].append(metrics.rel_rmse(x, true_state))
         stats[f"{kind}_spread"].append(metrics.spread(x))
 
-    state, T_d, T_f = ensemble, 0.0, 0.0
+    state, T_d, T_f, members = ensemble, 0.0, 0.0, []
     for c in range(n_cycles):
         true_state = xp.asarray(truth[c + 1].reshape(-1), dtype=fields.dtype)
         t0 = time.perf_counter()
@@ -212,8 +232,8 @@ def assimilate(model, filt, ensemble, truth, operator: ObservationOperator, std,
         fields = model.to_fields(state)
         forecast = fields.reshape(K, -1)
         y = (xp.asarray(observations[c], dtype=fields.dtype) if observations is not None
-             else observe(operator, true_state, std, rng_for(seed, 0, c)))
-        obs = Observation(operator, y, std)
+             else observe(operators[c], true_state, stds[c], rng_for(seed, 0, c)))
+        obs = Observation(operators[c], y, stds[c])
         t0 = time.perf_counter()
         analysis = filt.analyse(forecast, obs, rng_for(seed, 1, c))
         _synchronize(xp)
@@ -221,7 +241,10 @@ def assimilate(model, filt, ensemble, truth, operator: ObservationOperator, std,
         state = model.from_fields(analysis.reshape(fields.shape))
         record("forecast", forecast, true_state)
         record("analysis", analysis, true_state)
+        if keep_members:
+            members.append(to_numpy(analysis))
 
     arrays = {key: np.asarray(value) for key, value in stats.items()}
     return AssimilationResult(filter_name=filt.name, steps=np.cumsum(gaps), T_d=T_d, T_f=T_f,
-                              ensemble=state, **arrays)
+                              ensemble=state, analysis_members=np.asarray(members) if keep_members else None,
+                              **arrays)

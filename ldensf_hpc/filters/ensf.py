@@ -92,6 +92,10 @@ class EnSF:
     mixture: bool = True
     score_clip: float | None = None
     name: ClassVar[str] = "ensf"
+    capabilities: ClassVar[dict] = {
+        "space": "full state", "dynamics": "full solver", "parameters": False, "irregular_times": True,
+        "moving_sensors": True, "smoother": False
+    }
     sde: Schedule = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -103,7 +107,7 @@ class EnSF:
             raise ConfigError(f"EnSF: score_clip must be positive or None, got {self.score_clip}")
 
     @classmethod
-    def from_config(cls, cfg) -> "EnSF":
+    def from_config(cls, cfg) -> EnSF:
         e = cfg.ensf
         return cls(n_steps=e.n_steps, eps_alpha=e.eps_alpha, eps_beta=e.eps_beta,
                    mixture=e.mixture, score_clip=e.score_clip)

@@ -59,6 +59,7 @@ class WindowResult:
     T_d, T_f : wall time of the ensemble propagation and of the rest of the analysis [s].
     ensemble : the analysis ensemble at the end of the last window (model state / ``z``).
     params : the parameters that go with ``ensemble`` (4DEnVar with parameters), else None.
+    trajectory_members : ``(T, K, D)`` the analysis members at the trajectory records, when kept.
     """
 
     filter_name: str
@@ -77,6 +78,7 @@ class WindowResult:
     T_f: float
     ensemble: object
     params: object = None
+    trajectory_members: np.ndarray | None = None
 
 
 def ensemble_space_solve(anomalies_obs, residuals, inv_vars, alpha0, K: int):
@@ -127,6 +129,10 @@ class EnVar4D:
     inflation: float = 1.0
     outer_loops: int = 1
     name: ClassVar[str] = "envar4d"
+    capabilities: ClassVar[dict] = {
+        "space": "full state + parameters", "dynamics": "full solver", "parameters": True,
+        "irregular_times": True, "moving_sensors": True, "smoother": True
+    }
 
     def __post_init__(self):
         if int(self.window) != self.window or self.window < 1:
@@ -156,7 +162,7 @@ class EnVar4D:
         alpha, transform = ensemble_space_solve([Y], [innovation], [obs.inv_var], xp.zeros(K), K)
         return (mean + (alpha + transform) @ P).astype(forecast.dtype, copy=False)
 
-    def run(self, model, ensemble, observations, steps, params=None) -> WindowResult:
+    def run(self, model, ensemble, observations, steps, params=None, keep_members: bool = False) -> WindowResult:
         """Assimilate ``observations`` window by window from the initial ``ensemble``.
 
         Parameters
@@ -169,6 +175,7 @@ class EnVar4D:
             first observation is ``steps[0]`` steps after the initial ensemble.
         params : ``(K, p)`` model parameters per member, estimated jointly (part of ``z``); None if
             the model has none.
+        keep_members : also return the analysis members at every observation time.
 
         Windows hold ``window`` consecutive observations (the last may hold fewer); a
         window starts at the previous window's last observation time.
@@ -191,18 +198,21 @@ class EnVar4D:
         stats = {key: [] for key in ("starts", "background_mean", "background_std", "analysis_mean",
                                      "analysis_std", "times", "trajectory_mean", "trajectory_std",
                                      "background_trajectory", "cost_background", "cost_analysis")}
+        members = [] if keep_members else None
         clock = {"T_d": 0.0, "T_f": 0.0}
         z, start = state.z, 0
         for first in range(0, n_obs, self.window):
             window = slice(first, min(first + self.window, n_obs))
-            z = self._window(state, z, observations[window], [int(g) for g in gaps[window]], start, stats, clock)
+            z = self._window(state, z, observations[window], [int(g) for g in gaps[window]], start, stats, clock,
+                             members)
             start += int(gaps[window].sum())
         arrays = {key: np.asarray(value, dtype=np.float64) for key, value in stats.items()}
         final_state, final_params = state.split(z)
         return WindowResult(filter_name=self.name, T_d=clock["T_d"], T_f=clock["T_f"], ensemble=final_state,
-                            params=final_params, **arrays)
+                            params=final_params, trajectory_members=None if members is None else np.asarray(members),
+                            **arrays)
 
-    def _window(self, state: _State, z, observations, gaps, start, stats, clock):
+    def _window(self, state: _State, z, observations, gaps, start, stats, clock, members=None):
         """Analyse one window starting with the ensemble ``z`` ``(K, D)``; return ``z`` at its end."""
         t_begin = time.perf_counter()
         xp = array_module(z)
@@ -239,6 +249,8 @@ class EnVar4D:
         stats["times"].extend(start + np.cumsum(gaps))
         stats["trajectory_mean"].extend(to_numpy(zi[1:].mean(axis=0)) for zi in trajectory)
         stats["trajectory_std"].extend(to_numpy(zi[1:].std(axis=0, ddof=1)) for zi in trajectory)
+        if members is not None:
+            members.extend(to_numpy(zi[1:]) for zi in trajectory)
         stats["background_trajectory"].extend(background)
         stats["cost_background"].append(cost_background)
         stats["cost_analysis"].append(cost_analysis)

@@ -120,13 +120,17 @@ class LDEnSF:
     score_clip: float | None = None
     kernel: str = "numba"
     name: ClassVar[str] = "ld_ensf"
+    capabilities: ClassVar[dict] = {
+        "space": "LDNet latent + parameters", "dynamics": "LDNet", "parameters": True,
+        "irregular_times": False, "moving_sensors": "with the set encoder", "smoother": False
+    }
 
     def __post_init__(self):
         if self.kernel not in kernels.BACKENDS:
             raise ConfigError(f"LD-EnSF: unknown kernel {self.kernel!r}; choose one of {', '.join(kernels.BACKENDS)}")
 
     @classmethod
-    def from_config(cls, cfg) -> "LDEnSF":
+    def from_config(cls, cfg) -> LDEnSF:
         e, ld = cfg.ensf, cfg.ld_ensf
         eps_alpha = ld.eps_alpha if ld.eps_alpha is not None else EPS_ALPHA_BY_CASE.get(cfg.case, e.eps_alpha)
         return cls(n_steps=e.n_steps, eps_alpha=eps_alpha, eps_beta=e.eps_beta, mixture=e.mixture,

@@ -64,6 +64,10 @@ class LETKF:
     inflation: float = 1.0
     block_entries: int = 2**22
     name: ClassVar[str] = "letkf"
+    capabilities: ClassVar[dict] = {
+        "space": "full state (local)", "dynamics": "full solver", "parameters": False,
+        "irregular_times": True, "moving_sensors": True, "smoother": False
+    }
     _tapers: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -73,7 +77,7 @@ class LETKF:
             raise ConfigError(f"LETKF: inflation must be >= 1, got {self.inflation}")
 
     @classmethod
-    def from_config(cls, cfg) -> "LETKF":
+    def from_config(cls, cfg) -> LETKF:
         return cls(radius=cfg.letkf.radius, inflation=cfg.letkf.inflation)
 
     def localisation(self, operator: ObservationOperator, points=slice(None)) -> np.ndarray:

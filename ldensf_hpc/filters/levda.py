@@ -243,6 +243,10 @@ class LEVDA:
     history: int = 10
     perturb_obs: bool = False
     name: ClassVar[str] = "levda"
+    capabilities: ClassVar[dict] = {
+        "space": "LDNet latent + parameters", "dynamics": "LDNet", "parameters": True,
+        "irregular_times": True, "moving_sensors": True, "smoother": True
+    }
 
     def __post_init__(self):
         if int(self.window) != self.window or self.window < 1:
@@ -293,7 +297,8 @@ class LEVDA:
             cost_analysis = float(problem.cost(alpha.mean(dim=0, keepdim=True))[0])
             return problem.state(alpha), cost_background, cost_analysis
 
-    def run(self, ldnet, ensemble_z, observations, n_windows: int | None = None, seed: int = 0) -> WindowResult:
+    def run(self, ldnet, ensemble_z, observations, n_windows: int | None = None, seed: int = 0,
+            keep_members: bool = False) -> WindowResult:
         """Assimilate ``observations`` window by window from the initial ensemble ``ensemble_z``.
 
         Parameters
@@ -303,6 +308,7 @@ class LEVDA:
         observations : :class:`PointObservation` objects or ``(time, xi, values, std[, fields])`` tuples.
         n_windows : windows ``[w tau, (w + 1) tau)`` to run; default: up to the last observation.
         seed : seeds the additive inflation noise (``rng_for(seed, w)`` in window ``w``).
+        keep_members : also return the analysis members at every latent step.
 
         Returns
         -------
@@ -341,6 +347,7 @@ class LEVDA:
                                      "analysis_std", "trajectory_mean", "trajectory_std",
                                      "background_trajectory", "cost_background", "cost_analysis")}
         T_d = T_f = 0.0
+        members = []
         for w in range(int(n_windows)):
             t0 = w * self.window
             in_window = [ob for ob in observations if t0 <= ob.time < t0 + self.window]
@@ -359,13 +366,16 @@ class LEVDA:
                 stats[f"{kind}_std"].append(ens.std(dim=0).cpu().double().numpy())
             stats["trajectory_mean"].extend(zk.mean(dim=0).cpu().double().numpy() for zk in trajectory[:-1])
             stats["trajectory_std"].extend(zk.std(dim=0).cpu().double().numpy() for zk in trajectory[:-1])
+            if keep_members:
+                members.extend(zk.cpu().double().numpy() for zk in trajectory[:-1])
             stats["background_trajectory"].extend(zk[0].cpu().double().numpy() for zk in background)
             stats["cost_background"].append(cost_b)
             stats["cost_analysis"].append(cost_a)
             z = trajectory[-1]
         arrays = {key: np.asarray(value, dtype=np.float64) for key, value in stats.items()}
         return WindowResult(filter_name=self.name, times=np.arange(n_windows * self.window, dtype=np.float64),
-                            T_d=T_d, T_f=T_f, ensemble=z.cpu().numpy(), **arrays)
+                            T_d=T_d, T_f=T_f, ensemble=z.cpu().numpy(),
+                            trajectory_members=np.asarray(members) if keep_members else None, **arrays)
 
 
 def _rollout(ldnet, z: torch.Tensor, n_steps: int) -> list:
@@ -379,7 +389,8 @@ def _rollout(ldnet, z: torch.Tensor, n_steps: int) -> list:
 
 def levda_assimilate(ldnet, ensemble_z, observations, window: int, *, inflation: float = 1.0,
                      additive: float = 0.0, max_iter: int = 50, history: int = 10, perturb_obs: bool = False,
-                     n_windows: int | None = None, seed: int = 0) -> WindowResult:
+                     n_windows: int | None = None, seed: int = 0, keep_members: bool = False) -> WindowResult:
     """Run LEVDA (see :class:`LEVDA` and :meth:`LEVDA.run`) with windows of ``window`` latent steps."""
     return LEVDA(window=window, inflation=inflation, additive=additive, max_iter=max_iter, history=history,
-                 perturb_obs=perturb_obs).run(ldnet, ensemble_z, observations, n_windows=n_windows, seed=seed)
+                 perturb_obs=perturb_obs).run(ldnet, ensemble_z, observations, n_windows=n_windows, seed=seed,
+                                              keep_members=keep_members)
