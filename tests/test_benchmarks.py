@@ -108,3 +108,10 @@ def test_scaling_quick(tmp_path):
     for part in ("generation", "ensf"):
         assert all(positive(r["total_s"]) for r in record["projection"][part]["rows"])
     assert all(Path(p).is_file() for p in record["plots"]) and len(record["plots"]) == 2
+
+
+def test_moving_sensors_quick(tmp_path):
+    record, _ = run_quick("moving_sensors", tmp_path)
+    rows = record["methods"]
+    assert set(rows) == {"LSTM, grid", "set, grid", "set, moving", "LSTM, moving"}
+    assert all(positive(r["full_rel_rmse_last"]) for r in rows.values())
