@@ -8,7 +8,7 @@ import platform
 import sys
 
 from . import __version__
-from .config import CASES, PRESETS, load_config
+from .config import CASES, PRESETS, ConfigError, load_config
 from .errors import USER_ERRORS
 
 
@@ -84,12 +84,17 @@ def cmd_assimilate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .pipeline import run, summary_table
+    from .pipeline import capability_table, run, summary_table
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    report = run(_config(args), args.workdir, methods=methods, generate_backend=args.backend,
+    try:
+        levels = [float(v) for v in args.noise.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--noise takes comma-separated fractions, e.g. 0,0.05,0.1,0.2; got {args.noise!r}") from None
+    report = run(_config(args), args.workdir, methods=methods, levels=levels, generate_backend=args.backend,
                  progress=not args.quiet)
     print(summary_table(report))
+    print(f"\n{capability_table(report)}\n")
     print(f"report: {report['path']}; plots: {', '.join(report['plots'])}")
     return 0
 
@@ -133,8 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--data", required=True, help="dataset directory written by `ldensf generate`")
     p.add_argument("--out", required=True, help="directory for checkpoints ldnet.pt, encoder.pt and summaries")
-    p.add_argument("--model", choices=("ldnet", "encoder", "all"), default="all",
-                   help="what to train (default: %(default)s; the encoder needs a finished LDNet)")
+    p.add_argument("--model", choices=("ldnet", "encoder", "vae", "set_encoder", "all"), default="all",
+                   help="what to train: all = ldnet then encoder (default); vae: Latent-EnSF's coupled VAE; "
+                        "set_encoder: the point-set encoder for moving sensors (the encoders need a finished LDNet)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
@@ -147,11 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serial (default) or mpi: members sharded over the ranks of mpiexec -n N")
     p.set_defaults(func=cmd_assimilate)
 
-    p = sub.add_parser("run", help="the whole pipeline: generate, train, assimilate (EnSF, LD-EnSF), report")
+    p = sub.add_parser("run", help="the whole pipeline: generate, train, compare the methods, report")
     _add_config_args(p)
     p.add_argument("--workdir", default=None, help="where data, checkpoints and the report go "
                    "(default: runs/CASE-PRESET; reused when present)")
-    p.add_argument("--methods", default="ensf,ld_ensf", help="comma-separated: ensf, ld_ensf (default: %(default)s)")
+    p.add_argument("--methods", default="free,ensf,latent_ensf,ld_ensf,letkf,levda",
+                   help="comma-separated, from free, ensf, latent_ensf, ld_ensf, letkf, levda, envar4d "
+                        "(default: %(default)s)")
+    p.add_argument("--noise", default="0,0.05,0.1,0.2",
+                   help="noise levels, fractions of each field's std (default: %(default)s)")
     p.add_argument("--backend", choices=("dask", "serial"), default="dask", help="dataset generation backend")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)

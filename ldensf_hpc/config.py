@@ -82,6 +82,9 @@ class ObserveConfig:
     stride: int = 15  # every stride-th grid point (10 x 10 of 150 x 150)
     every: int = 8  # stored frames between observations (SWE: 40 steps)
     noise: float = 0.1  # relative to the normalised field's std
+    noise_floor: float = 0.01  # noise std the filters assume when noise is 0 (no likelihood without noise)
+    sensors: str = "grid"  # grid: fixed grid of `stride`; moving: as many points, drawn afresh every time
+    irregular: bool = False  # observation times drawn between latent steps instead of on them
 
 
 @dataclass
@@ -103,6 +106,7 @@ class LDEnSFConfig:
 
     eps_alpha: float | None = None  # None: the case's reference value (SWE 0.5, Kolmogorov 0.01)
     obs_std_floor: float = 1.0e-2  # lower bound of the latent observation std (standardised units)
+    encoder: str = "auto"  # lstm | set (point-set encoder) | auto: lstm for grid sensors, set for moving ones
 
 
 @dataclass

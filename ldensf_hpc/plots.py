@@ -64,15 +64,38 @@ def error_curves(times, curves: dict[str, np.ndarray], path, ylabel: str = "rela
     return _save(fig, path)
 
 
-def parameter_estimate(times, mean: np.ndarray, spread: np.ndarray, truth: np.ndarray, names, path) -> Path:
-    """Ensemble-mean parameter estimate with a ±1 spread band against the truth, one panel per parameter."""
-    mean, spread = np.atleast_2d(mean.T).T, np.atleast_2d(spread.T).T
-    p = mean.shape[1]
+def error_panels(times, panels: dict[str, dict[str, np.ndarray]], path, ylabel: str = "relative RMSE") -> Path:
+    """One error-vs-time panel per setting (e.g. noise level), one line per method, shared axes."""
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), sharey=True, squeeze=False)
+    for ax, (title, curves) in zip(axes[0], panels.items()):
+        for label, values in curves.items():
+            ax.plot(times, values, marker=".", label=label)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("time")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel(ylabel)
+    axes[0, -1].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def parameter_estimates(times, estimates: dict[str, tuple[np.ndarray, np.ndarray]], truth: np.ndarray, names,
+                        path) -> Path:
+    """Ensemble-mean parameter estimates with ±1 spread bands against the truth, one panel per parameter.
+
+    ``estimates[label] = (mean (T, p), spread (T, p))``, one line and band per method.
+    """
+    p = len(names)
     fig, axes = plt.subplots(1, p, figsize=(4.2 * p, 3.2), squeeze=False)
+    for label, (mean, spread) in estimates.items():
+        mean, spread = np.asarray(mean).reshape(len(times), p), np.asarray(spread).reshape(len(times), p)
+        for i in range(p):
+            line, = axes[0, i].plot(times, mean[:, i], label=label)
+            axes[0, i].fill_between(times, mean[:, i] - spread[:, i], mean[:, i] + spread[:, i], alpha=0.2,
+                                    color=line.get_color())
     for i in range(p):
         ax = axes[0, i]
-        ax.plot(times, mean[:, i], label="ensemble mean")
-        ax.fill_between(times, mean[:, i] - spread[:, i], mean[:, i] + spread[:, i], alpha=0.3, label="±1 spread")
         ax.axhline(truth[i], color="k", ls="--", label="truth")
         ax.set_title(names[i])
         ax.set_xlabel("time")

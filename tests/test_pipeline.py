@@ -1,9 +1,13 @@
-"""End to end: `ldensf run` on a reduced tiny preset (generate -> train -> EnSF and LD-EnSF -> report).
+"""End to end: `ldensf run` on a reduced tiny preset (generate -> train -> every method -> report).
 
 The setting is the paper's story in miniature: sparse observations (16 of 1024 grid
-points per field) with 10 % noise. Asserted with a fixed seed: LD-EnSF's full-state
-rel-RMSE at the last step is below EnSF's and below the unassimilated forecast's,
-and its parameter error decreases over the trajectory.
+points per field) at 0 and 10 % noise. Asserted with a fixed seed: every method runs
+at every level with finite metrics; at 10 % noise LD-EnSF's full-state rel-RMSE at the
+last step is below EnSF's and below the unassimilated forecast's and its parameter
+error decreases; LEVDA's analysis error is below its background error. Two more runs
+on the same data check the capability table against what the methods do: with moving
+sensors and with irregular observation times, every method that declares the
+capability runs, the others are skipped with the reason.
 """
 import json
 
@@ -12,6 +16,7 @@ import pytest
 import yaml
 
 from ldensf_hpc.cli import main
+from ldensf_hpc.compare import RUNNERS, capabilities
 
 E2E = {
     "swe": {"n": 32, "n_steps": 120, "save_every": 5, "bump_width": 1.0e5},
@@ -24,38 +29,90 @@ E2E = {
     "encoder_swe": {"layers": 1, "hidden": 64, "dropout": 0.0, "batch_size": 4, "lr": 3.0e-3, "epochs": 200},
     "train": {"threads": 1, "patience": 100},
 }
+ALL = ",".join(RUNNERS)
+
+
+def _run(work, *extra):
+    argv = ["run", "--preset", "tiny", "--config", str(work / "e2e.yaml"), "--workdir", str(work / "run"),
+            "--backend", "serial", "--quiet", *extra]
+    assert main(argv) == 0
+    return json.loads((work / "run" / "report.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def e2e_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
     (work / "e2e.yaml").write_text(yaml.safe_dump(E2E))
-    argv = ["run", "--preset", "tiny", "--config", str(work / "e2e.yaml"), "--workdir", str(work / "run"),
-            "--backend", "serial", "--quiet"]
-    assert main(argv) == 0
-    return work, argv
+    return work, _run(work, "--methods", ALL, "--noise", "0,0.1")
 
 
-def test_ld_ensf_beats_ensf_and_free_forecast(e2e_run, capsys):
-    work, _ = e2e_run
-    report = json.loads((work / "run" / "report.json").read_text())
-    free, ensf, ld = (np.asarray(report["methods"][m]["full_rel_rmse"]) for m in ("free", "ensf", "ld_ensf"))
-    assert ld[-1] < ensf[-1] and ld[-1] < free[-1], (ld[-1], ensf[-1], free[-1])
-    param_error = np.asarray(report["methods"]["ld_ensf"]["param_rel_error"])
-    assert param_error[-1] < param_error[0]
-    for m in ("ensf", "ld_ensf"):
-        timings = report["methods"][m]
-        assert all(np.isfinite(timings[k]) and timings[k] > 0 for k in ("T_d", "T_f"))
-    assert report["methods"]["ld_ensf"]["state_dim"] == 6 + 2
-    assert report["config"]["case"] == "swe" and report["observations"]["m"] == 3 * 4 * 4
-    for png in ("rel_rmse.png", "fields.png", "parameters.png"):
+def test_every_method_runs_at_every_noise_level(e2e_run):
+    work, report = e2e_run
+    assert set(report["levels"]) == {"0", "0.1"}
+    for results in report["levels"].values():
+        assert set(results) == set(RUNNERS)
+        for name, r in results.items():
+            assert "skipped" not in r, (name, r)
+            assert len(r["full_rel_rmse"]) == len(report["times"])
+            for key in ("full_rel_rmse", "spread_error_ratio", "crps"):
+                assert np.all(np.isfinite(r[key])) and min(r[key]) > 0, (name, key)
+            assert r["wall_s"] > 0 and r["T_d"] > 0
+    assert not any(k.startswith("_") for k in report["methods"]["ensf"])
+    for png in ("rel_rmse.png", "rel_rmse_levels.png", "fields.png", "fields_error.png", "parameters.png"):
         assert (work / "run" / png).stat().st_size > 1000
+    md = (work / "run" / "report.md").read_text()
+    assert "| LEVDA | LDNet latent + parameters | LDNet | yes | yes | yes | yes |" in md
+
+
+def test_ld_ensf_beats_ensf_and_free_forecast(e2e_run):
+    _, report = e2e_run
+    main_level = report["methods"]
+    free, ensf, ld = (np.asarray(main_level[m]["full_rel_rmse"]) for m in ("free", "ensf", "ld_ensf"))
+    assert ld[-1] < ensf[-1] and ld[-1] < free[-1], (ld[-1], ensf[-1], free[-1])
+    param_error = np.asarray(main_level["ld_ensf"]["param_rel_error"])
+    assert param_error[-1] < param_error[0]
+    assert main_level["ld_ensf"]["state_dim"] == 6 + 2
+    assert report["config"]["case"] == "swe" and report["observations"]["m"] == 3 * 4 * 4
+
+
+def test_levda_analysis_beats_its_background(e2e_run):
+    _, report = e2e_run
+    for results in report["levels"].values():
+        levda = results["levda"]
+        assert np.mean(levda["full_rel_rmse"]) < np.mean(levda["background_full_rel_rmse"])
+        assert np.all(np.asarray(levda["cost_analysis"]) < np.asarray(levda["cost_background"]))
+
+
+@pytest.mark.parametrize("setting, capability", [("observe.sensors=moving", "moving_sensors"),
+                                                 ("observe.irregular=true", "irregular_times")])
+def test_methods_run_exactly_where_they_declare_the_capability(e2e_run, setting, capability):
+    work, _ = e2e_run
+    report = _run(work, "--methods", ALL, "--noise", "0.1", "--set", setting)
+    for name, r in report["methods"].items():
+        declared = capabilities(name)[capability]
+        if declared is False:
+            assert "skipped" in r, name
+        else:
+            assert "skipped" not in r and np.all(np.isfinite(r["full_rel_rmse"])), (name, r.get("skipped"))
+    if capability == "moving_sensors":
+        assert report["methods"]["ld_ensf"]["encoder"] == "set"
+        assert (work / "run" / "models" / "set_encoder.pt").is_file()
 
 
 def test_rerun_reuses_data_and_checkpoints(e2e_run, capsys):
-    work, argv = e2e_run
+    work, _ = e2e_run
     before = {p: p.stat().st_mtime_ns for p in (work / "run" / "models").glob("*.pt")}
-    assert main(argv + ["--methods", "ld_ensf"]) == 0
+    _run(work, "--methods", "ld_ensf", "--noise", "0.1")
     assert {p: p.stat().st_mtime_ns for p in (work / "run" / "models").glob("*.pt")} == before
     out = capsys.readouterr().out
-    assert "ld_ensf" in out and "report:" in out
+    assert "LD-EnSF" in out and "report:" in out
+
+
+def test_unknown_method_and_bad_noise_are_clear_errors(e2e_run, capsys):
+    work, _ = e2e_run
+    argv = ["run", "--preset", "tiny", "--config", str(work / "e2e.yaml"), "--workdir", str(work / "run"),
+            "--backend", "serial", "--quiet"]
+    assert main(argv + ["--methods", "ensf,kalman"]) == 2
+    assert "unknown or no method(s) ['kalman']" in capsys.readouterr().err
+    assert main(argv + ["--noise", "0.1,-1"]) == 2
+    assert "noise levels must be finite fractions >= 0" in capsys.readouterr().err

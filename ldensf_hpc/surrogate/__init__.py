@@ -1,10 +1,12 @@
-"""Learned surrogates: the LDNet (latent dynamics + reconstruction) and the LSTM observation encoder.
+"""Learned surrogates: the LDNet (latent dynamics + reconstruction), the LSTM observation encoder, the
+point-set encoder for moving sensors and the coupled VAE of Latent-EnSF.
 
 Checkpoints written by :mod:`ldensf_hpc.surrogate.train` hold the model config, its
 normalisation and weights; :func:`load` rebuilds the model from the file alone::
 
     ldnet = load("out/ldnet.pt")          # LDNet, eval mode
     encoder = load("out/encoder.pt")      # LSTMEncoder, eval mode
+    vae = load("out/vae.pt")              # CoupledVAE, eval mode
 """
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ import torch
 from ..errors import DataError
 from .encoder import LSTMEncoder
 from .ldnet import LDNet
+from .set_encoder import SetEncoder
+from .vae import CoupledVAE
 
-SURROGATES = {"ldnet": LDNet, "encoder": LSTMEncoder}
+SURROGATES = {"ldnet": LDNet, "encoder": LSTMEncoder, "vae": CoupledVAE, "set_encoder": SetEncoder}
 
 
 def load_checkpoint(path, device="cpu") -> dict:
@@ -31,7 +35,7 @@ def load_checkpoint(path, device="cpu") -> dict:
 
 
 def load(path, device="cpu") -> torch.nn.Module:
-    """Rebuild the surrogate saved at ``path`` (LDNet or LSTMEncoder) in eval mode on ``device``."""
+    """Rebuild the surrogate saved at ``path`` (any of :data:`SURROGATES`) in eval mode on ``device``."""
     ckpt = load_checkpoint(path, device)
     kind = ckpt.get("kind") if isinstance(ckpt, dict) else None
     if kind not in SURROGATES:
@@ -39,4 +43,4 @@ def load(path, device="cpu") -> torch.nn.Module:
     return SURROGATES[kind].from_checkpoint(ckpt).to(device).eval()
 
 
-__all__ = ["SURROGATES", "LDNet", "LSTMEncoder", "load", "load_checkpoint"]
+__all__ = ["SURROGATES", "CoupledVAE", "LDNet", "LSTMEncoder", "SetEncoder", "load", "load_checkpoint"]

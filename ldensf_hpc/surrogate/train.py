@@ -1,5 +1,7 @@
 """Offline training of the surrogates (LD-EnSF paper §3.1-3.2, Appendix A): ``ldensf train``.
 
+The LDNet and the LSTM encoder are trained here; the coupled VAE of Latent-EnSF
+(:mod:`.vae`) and the point-set encoder (:mod:`.set_encoder`) reuse :func:`run_phases`.
 Three phases, each Adam with a cosine learning-rate schedule, a validation loss per
 epoch and early stopping on it (the best weights are kept):
 
@@ -44,7 +46,7 @@ from . import load, load_checkpoint
 from .encoder import LSTMEncoder
 from .ldnet import LDNet
 
-MODELS = ("ldnet", "encoder", "all")
+MODELS = ("ldnet", "encoder", "vae", "set_encoder", "all")
 _TORCH_SEED_STREAM, _ORDER_STREAM = 10, 11  # rng_for(train seed, stream, phase, epoch)
 
 
@@ -346,13 +348,14 @@ def train_encoder(cfg: Config, data_dir, out_dir, *, callback=None, progress: bo
 
 
 def train(cfg: Config, data_dir, out_dir, model: str = "all", progress: bool = True) -> dict:
-    """``ldensf train``: the LDNet, the encoder, or both in order. Returns their summaries."""
+    """``ldensf train``: one surrogate (ldnet, encoder, vae, set_encoder) or ``all`` (the LDNet, then the
+    LSTM encoder). The encoders need a finished LDNet. Returns the summaries."""
+    from .set_encoder import train_set_encoder
+    from .vae import train_vae
+
+    steps = {"ldnet": train_ldnet, "encoder": train_encoder, "vae": train_vae, "set_encoder": train_set_encoder}
     if model not in MODELS:
         raise DataError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
     configure_threads(cfg.train.threads)
-    summaries = {}
-    if model in ("ldnet", "all"):
-        summaries["ldnet"] = train_ldnet(cfg, data_dir, out_dir, progress=progress)
-    if model in ("encoder", "all"):
-        summaries["encoder"] = train_encoder(cfg, data_dir, out_dir, progress=progress)
-    return summaries
+    names = ("ldnet", "encoder") if model == "all" else (model,)
+    return {name: steps[name](cfg, data_dir, out_dir, progress=progress) for name in names}
