@@ -72,7 +72,11 @@ def test_rank_counts_and_table():
 def test_timing_study_quick(tmp_path):
     record, stdout = run_quick("timing_study", tmp_path)
     assert "| swe | EnSF | T_d |" in stdout and "| kolmogorov | LD-EnSF | T_r (cpu, 1 state) |" in stdout
+    for case in ("swe", "kolmogorov"):
+        for quantity in ("T_d", "T_f", "T_r (cpu, 1 state)", "T_r (cpu, 20 members)", "D_s"):
+            assert f"| {case} | Latent-EnSF | {quantity} |" in stdout
     assert record["machine"]["cores"] >= 1 and record["members"] == 20
+    vae_latent = load_config("tiny").vae.latent
     for case, n_fields, p in (("swe", 3, 2), ("kolmogorov", 2, 1)):
         r = record["cases"][case]
         traj = r["trajectory"]
@@ -89,6 +93,17 @@ def test_timing_study_quick(tmp_path):
         assert positive(ld["T_e"])
         for rec in ld["T_r"]:
             assert positive(rec["one_state"]) and positive(rec["members"]["seconds"])
+        le = r["latent_ensf"]
+        assert le["D_s"] == vae_latent and le["observations"] == e["observations"]
+        assert le["T_d"] == e["T_d"]["seconds"]  # the same full solver
+        tf = le["T_f"]
+        assert tf["analyses"] == traj["cycles"] and positive(tf["per_analysis"])
+        assert tf["seconds"] == pytest.approx(tf["per_analysis"] * traj["cycles"])
+        assert tf["per_analysis"] == min(tf["times_s"]) and all(positive(t) for t in tf["parts_s"].values())
+        assert [rec["device"] for rec in le["T_r"]] == [rec["device"] for rec in ld["T_r"]]
+        for rec in le["T_r"]:
+            assert positive(rec["one_state"]) and positive(rec["members"]["seconds"])
+            assert not rec["members"]["extrapolated"]
 
 
 def test_scaling_quick(tmp_path):
