@@ -26,7 +26,7 @@ from ..backend import rng_for
 from ..config import ConfigError, SetEncoderConfig
 from ..data.dataset import Normalization, TrajectoryStore, split_indices
 from ..data.store import write_json
-from ..errors import DataError, InputError
+from ..errors import InputError
 from ..observe import ObservationOperator, full_operator, moving_points
 from .ldnet import MLP
 
@@ -208,17 +208,14 @@ def train_set_encoder(cfg, data_dir, out_dir, *, callback=None, progress: bool =
     the latent / parameter relative errors per split with the fixed grid operator
     (``*_grid``) and with moving sensors (``*_moving``, positions fixed by the data seed).
     """
-    from . import load, load_checkpoint
-    from .train import Phase, observation_operator, relative_error, run_phases, select_device, surrogate_configs
+    from .train import (Phase, finished_ldnet, observation_operator, relative_error, run_phases, select_device,
+                        surrogate_configs)
 
     surrogate_configs(cfg)
     tcfg = cfg.train
     device = select_device(tcfg.device)
     out = Path(out_dir)
-    ldnet_path = out / "ldnet.pt"
-    if not load_checkpoint(ldnet_path).get("training", {}).get("done", False):
-        raise DataError(f"LDNet training in {out} is not finished; run `ldensf train --model ldnet` first")
-    ldnet = load(ldnet_path, device)
+    ldnet = finished_ldnet(out, device)
     store = TrajectoryStore(data_dir)
     grid, spec = observation_operator(cfg, store)
     shape, n_grid = grid.shape, grid.n_points

@@ -281,6 +281,14 @@ def observation_operator(cfg: Config, store: TrajectoryStore):
     return make_operator(spec["name"], (store.n_fields, store.ny, store.nx), **spec["options"]), spec
 
 
+def finished_ldnet(out_dir: Path, device) -> LDNet:
+    """The LDNet of ``out_dir/ldnet.pt`` on ``device``; DataError unless its training has finished."""
+    path = Path(out_dir) / "ldnet.pt"
+    if not load_checkpoint(path).get("training", {}).get("done", False):
+        raise DataError(f"LDNet training in {out_dir} is not finished; run `ldensf train --model ldnet` first")
+    return load(path, device)
+
+
 def train_encoder(cfg: Config, data_dir, out_dir, *, callback=None, progress: bool = True) -> dict:
     """Train (or resume) the LSTM encoder against the finished ``out_dir/ldnet.pt``; write ``encoder.pt``.
 
@@ -291,10 +299,7 @@ def train_encoder(cfg: Config, data_dir, out_dir, *, callback=None, progress: bo
     tcfg = cfg.train
     device = select_device(tcfg.device)
     out = Path(out_dir)
-    ldnet_path = out / "ldnet.pt"
-    if not load_checkpoint(ldnet_path).get("training", {}).get("done", False):
-        raise DataError(f"LDNet training in {out} is not finished; run `ldensf train --model ldnet` first")
-    ldnet = load(ldnet_path, device)
+    ldnet = finished_ldnet(out, device)
     store = TrajectoryStore(data_dir)
     operator, spec = observation_operator(cfg, store)
     frame_every, n_kept = ldnet.cfg.frame_every, store.kept_frames(ldnet.cfg.frame_every)
