@@ -19,7 +19,7 @@ import numpy as np
 from common import RESULTS, describe, machine, markdown_table, write_json
 from ldensf_hpc.compare import LABELS
 from ldensf_hpc.config import load_config
-from ldensf_hpc.pipeline import DEFAULT_LEVELS, DEFAULT_METHODS, assimilate_test_trajectory, run
+from ldensf_hpc.pipeline import DEFAULT_LEVELS, DEFAULT_METHODS, assimilate_test_trajectory, public, run
 
 RANKED = ("ld_ensf", "latent_ensf", "ensf")  # the paper's claim: LD-EnSF < Latent-EnSF < EnSF
 
@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
     name = f"comparison_{args.case}_{args.preset}"
     record = {"machine": machine(), "case": args.case, "preset": args.preset, "overrides": args.overrides,
               "ranking_at_main_level": rank, "levda_k_sweep": sweep,
-              "report": {k: v for k, v in report.items() if k not in ("path", "plots")}}
+              "report": public({k: v for k, v in report.items() if k not in ("path", "plots")})}
     write_json(out / f"{name}.json", record)
     shutil.copy(work / "report.md", out / f"{name}.md")
     for png in report["plots"]:

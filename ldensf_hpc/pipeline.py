@@ -107,10 +107,10 @@ def write_plots(report: dict, truth: np.ndarray, out: Path, field_index: int = 0
     return [str(p) for p in written]
 
 
-def _public(tree):
+def public(tree):
     """``tree`` without the keys starting with ``_`` (arrays kept for plots only)."""
     if isinstance(tree, dict):
-        return {k: _public(v) for k, v in tree.items() if not str(k).startswith("_")}
+        return {k: public(v) for k, v in tree.items() if not str(k).startswith("_")}
     return tree
 
 
@@ -186,7 +186,7 @@ def run(cfg, workdir=None, *, methods=DEFAULT_METHODS, levels=None, generate_bac
     report["surrogates"] = {name: {k: v for k, v in s.items() if "rel_error" in k} for name, s in summaries.items()}
     report["plots"] = write_plots(report, report.pop("_truth"), work)
     report["config"] = cfg.to_dict()
-    write_json(work / "report.json", _public(report))
+    write_json(work / "report.json", public(report))
     (work / "report.md").write_text(markdown(report))
     report["path"] = str(work / "report.json")
     return report
