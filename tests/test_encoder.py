@@ -3,12 +3,13 @@ import numpy as np
 import pytest
 import torch
 from test_dataset import write_gaussian_dataset
+from resume import assert_resume_is_exact
 from test_ldnet import tiny_config
 
 from ldensf_hpc.config import EncoderConfig
 from ldensf_hpc.data.dataset import Normalization, TrajectoryStore, observation_sequences, split_indices
 from ldensf_hpc.errors import DataError, InputError
-from ldensf_hpc.surrogate import LSTMEncoder, load, load_checkpoint
+from ldensf_hpc.surrogate import LSTMEncoder, load
 from ldensf_hpc.surrogate.train import observation_operator, relative_error, train_encoder, train_ldnet
 
 TINY_ENCODER = ["observe.stride=4", "encoder_swe.layers=1", "encoder_swe.hidden=32", "encoder_swe.batch_size=2",
@@ -109,15 +110,4 @@ def test_encoder_resume_with_dropout_matches_uninterrupted(trained, tmp_path):
     for d in "ab":
         (tmp_path / d).mkdir()
         (tmp_path / d / "ldnet.pt").write_bytes((root / "out" / "ldnet.pt").read_bytes())
-    train_encoder(cfg2, root / "data", tmp_path / "a", progress=False)
-
-    def stop(phase, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_encoder(cfg2, root / "data", tmp_path / "b", progress=False, callback=stop)
-    assert load_checkpoint(tmp_path / "b" / "encoder.pt")["training"]["epoch"] == 2
-    train_encoder(cfg2, root / "data", tmp_path / "b", progress=False)
-    a, b = (load(tmp_path / d / "encoder.pt").state_dict() for d in "ab")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_is_exact(train_encoder, cfg2, root / "data", tmp_path / "a", tmp_path / "b", "encoder.pt")

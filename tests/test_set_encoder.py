@@ -7,6 +7,7 @@ on 20 tiny tsunami trajectories (32 x 32), then encodes held-out trajectories ob
 import numpy as np
 import pytest
 import torch
+from resume import assert_resume_is_exact
 
 from ldensf_hpc.config import ConfigError, SetEncoderConfig, load_config
 from ldensf_hpc.data.dataset import Normalization, TrajectoryStore, split_indices
@@ -197,18 +198,7 @@ def test_resume_matches_uninterrupted_and_settings_are_checked(trained, tmp_path
     for d in "ab":
         (tmp_path / d).mkdir()
         (tmp_path / d / "ldnet.pt").write_bytes((root / "out" / "ldnet.pt").read_bytes())
-    train_set_encoder(short, root / "data", tmp_path / "a", progress=False)
-
-    def stop(phase, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_set_encoder(short, root / "data", tmp_path / "b", progress=False, callback=stop)
-    assert load_checkpoint(tmp_path / "b" / "set_encoder.pt")["training"]["epoch"] == 2
-    train_set_encoder(short, root / "data", tmp_path / "b", progress=False)
-    a, b = (load_checkpoint(tmp_path / d / "set_encoder.pt")["state_dict"] for d in "ab")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_is_exact(train_set_encoder, short, root / "data", tmp_path / "a", tmp_path / "b", "set_encoder.pt")
     with pytest.raises(DataError, match="another configuration"):  # a coarser grid: fewer sensors per time
         train_set_encoder(load_config("tiny", case="swe", overrides=SETTINGS + ["set_encoder.epochs=3",
                                                                               "observe.stride=8"]),

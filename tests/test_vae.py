@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from resume import assert_resume_is_exact
 
 from ldensf_hpc.config import ConfigError, VAEConfig, load_config
 from ldensf_hpc.data.dataset import Normalization, TrajectoryStore, load_normalization, split_indices
@@ -159,17 +160,6 @@ def test_interrupted_training_resumes_to_the_same_weights(trained, tmp_path):
     """Noisy observations and batch order are keyed by (seed, phase, epoch): resume is exact."""
     root = trained[0]
     cfg = vae_config("vae.epochs=3", "vae.obs_noise=0.1")
-
-    def stop(phase, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    train_vae(cfg, root / "data", tmp_path / "a", progress=False)
-    with pytest.raises(KeyboardInterrupt):
-        train_vae(cfg, root / "data", tmp_path / "b", progress=False, callback=stop)
-    assert load_checkpoint(tmp_path / "b" / "vae.pt")["training"]["epoch"] == 2
-    train_vae(cfg, root / "data", tmp_path / "b", progress=False)
-    a, b = (load_checkpoint(tmp_path / d / "vae.pt")["state_dict"] for d in "ab")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_is_exact(train_vae, cfg, root / "data", tmp_path / "a", tmp_path / "b", "vae.pt")
     with pytest.raises(DataError, match="another configuration"):
         train_vae(vae_config("vae.epochs=3", "vae.latent=8"), root / "data", tmp_path / "a", progress=False)
