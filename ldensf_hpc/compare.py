@@ -42,7 +42,7 @@ from .filters.ld_ensf import (
 )
 from .filters.score_sde import schedule
 from .models import Standardized, make_model
-from .observe import moving_points, noise_std, observe
+from .observe import field_std, moving_points, observe
 from .surrogate import load
 from .surrogate.train import observation_operator
 
@@ -87,7 +87,7 @@ class TestCase:
     def __init__(self, cfg, data_dir, model_dir, trajectory=None):
         if cfg.observe.sensors not in ("grid", "moving"):
             raise ConfigError(f"observe.sensors must be grid or moving, got {cfg.observe.sensors!r}")
-        self.cfg, self.model_dir = cfg, Path(model_dir)
+        self.cfg, self.model_dir, self._surrogates = cfg, Path(model_dir), {}
         self.store = store = TrajectoryStore(data_dir)
         self.ldnet = self.surrogate("ldnet")
         test = split_indices(store.n_trajectories, cfg.data.split, cfg.data.seed)["test"]
@@ -121,10 +121,9 @@ class TestCase:
 
     def surrogate(self, name: str):
         """The trained surrogate ``MODEL_DIR/<name>.pt`` (cached)."""
-        cache = self.__dict__.setdefault("_surrogates", {})
-        if name not in cache:
-            cache[name] = load(self.model_dir / f"{name}.pt")
-        return cache[name]
+        if name not in self._surrogates:
+            self._surrogates[name] = load(self.model_dir / f"{name}.pt")
+        return self._surrogates[name]
 
     @property
     def T(self) -> int:
@@ -138,10 +137,13 @@ class TestCase:
         floor = self.cfg.observe.noise_floor
         if not floor > 0:
             raise ConfigError(f"observe.noise_floor must be > 0, got {floor}")
+        if not level >= 0:
+            raise InputError(f"noise level must be >= 0, got {level}")
+        scale = field_std(self.grid_operator, frames)  # the same for every layout: computed once
         y, std, assumed = [], [], []
         for t, (frame, op) in enumerate(zip(frames, operators)):
-            std.append(noise_std(op, frames, level))
-            assumed.append(noise_std(op, frames, max(level, floor)))
+            std.append(level * scale[op.field])
+            assumed.append(max(level, floor) * scale[op.field])
             y.append(observe(op, frame, std[-1], rng_for(seed, _OBS, t)))
         return ObservationSet(level, y, std, assumed)
 
@@ -212,22 +214,28 @@ def _validation_frames(case: TestCase, n: int = 4) -> np.ndarray:
     return np.concatenate([case.store.frames(int(j), case.fe) for j in val]).astype(np.float64)
 
 
+def ld_encoder_name(cfg) -> str:
+    """The observation encoder LD-EnSF uses: ``ld_ensf.encoder``, where ``auto`` is lstm on the grid, set otherwise."""
+    name = cfg.ld_ensf.encoder
+    if name == "auto":
+        return "lstm" if cfg.observe.sensors == "grid" else "set"
+    if name not in ("lstm", "set"):
+        raise ConfigError(f"ld_ensf.encoder must be auto, lstm or set, got {name!r}")
+    return name
+
+
 def _ld_encoder(case: TestCase):
     """``(name, encode(operators, y) -> (T, latent + p))`` of the encoder LD-EnSF uses for this run."""
-    name = case.cfg.ld_ensf.encoder
-    if name == "auto":
-        name = "lstm" if case.cfg.observe.sensors == "grid" else "set"
+    name = ld_encoder_name(case.cfg)
     if name == "lstm":
         if case.cfg.observe.sensors != "grid":
             raise ConfigError("the LSTM encoder needs the fixed grid of sensors; use ld_ensf.encoder=set")
         encoder = case.surrogate("encoder")
         return name, lambda operators, y: latent_observations(encoder, np.asarray(y))
-    if name == "set":
-        from .surrogate.set_encoder import encode_history
+    from .surrogate.set_encoder import encode_history
 
-        encoder = case.surrogate("set_encoder")
-        return name, lambda operators, y: encode_history(encoder, operators, y)
-    raise ConfigError(f"ld_ensf.encoder must be auto, lstm or set, got {name!r}")
+    encoder = case.surrogate("set_encoder")
+    return name, lambda operators, y: encode_history(encoder, operators, y)
 
 
 def latent_obs_std(case: TestCase, encode, level: float) -> np.ndarray:

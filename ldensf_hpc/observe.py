@@ -193,12 +193,16 @@ def noise_std(operator: ObservationOperator, truth, level: float) -> np.ndarray:
     """
     if not level >= 0:
         raise InputError(f"noise level must be >= 0, got {level}")
+    return level * field_std(operator, truth)[operator.field]
+
+
+def field_std(operator: ObservationOperator, truth) -> np.ndarray:
+    """``(F,)`` standard deviation of each field over all times and grid points of ``truth`` (``(T, *shape)``)."""
     truth = np.asarray(truth)
     if truth.shape[-len(operator.shape):] != operator.shape:
         raise InputError(f"truth shape {truth.shape} does not end with the member shape {operator.shape}")
     per_field = truth.reshape(-1, operator.n_fields, operator.n_points).transpose(1, 0, 2)
-    field_std = per_field.reshape(operator.n_fields, -1).std(axis=1)
-    return level * field_std[operator.field]
+    return per_field.reshape(operator.n_fields, -1).std(axis=1)
 
 
 def observe(operator: ObservationOperator, state, std, rng: np.random.Generator):

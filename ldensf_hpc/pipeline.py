@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import plots
-from .compare import LABELS, RUNNERS, TestCase, capabilities, compare, report_levels
+from .compare import LABELS, RUNNERS, TestCase, capabilities, compare, ld_encoder_name, report_levels
 from .config import ConfigError
 from .data.generate import generate
 from .data.store import write_json
@@ -33,10 +33,7 @@ def surrogates_needed(cfg, methods) -> list[str]:
     """Checkpoints the methods need, in training order (the LDNet always: it holds the normalisation)."""
     needed = ["ldnet"]
     if "ld_ensf" in methods:
-        encoder = cfg.ld_ensf.encoder
-        if encoder == "auto":
-            encoder = "lstm" if cfg.observe.sensors == "grid" else "set"
-        needed.append("encoder" if encoder == "lstm" else "set_encoder")
+        needed.append("encoder" if ld_encoder_name(cfg) == "lstm" else "set_encoder")
     if "latent_ensf" in methods:
         needed.append("vae")
     return needed
