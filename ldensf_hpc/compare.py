@@ -225,20 +225,20 @@ def ld_encoder_name(cfg) -> str:
 
 
 def _ld_encoder(case: TestCase):
-    """``(name, encode(operators, y) -> (T, latent + p))`` of the encoder LD-EnSF uses for this run."""
+    """``(name, encoder, encode(operators, y) -> (T, latent + p))`` of the encoder LD-EnSF uses for this run."""
     name = ld_encoder_name(case.cfg)
     if name == "lstm":
         if case.cfg.observe.sensors != "grid":
             raise ConfigError("the LSTM encoder needs the fixed grid of sensors; use ld_ensf.encoder=set")
         encoder = case.surrogate("encoder")
-        return name, lambda operators, y: latent_observations(encoder, np.asarray(y))
+        return name, encoder, lambda operators, y: latent_observations(encoder, np.asarray(y))
     from .surrogate.set_encoder import encode_history
 
     encoder = case.surrogate("set_encoder")
-    return name, lambda operators, y: encode_history(encoder, operators, y)
+    return name, encoder, lambda operators, y: encode_history(encoder, operators, y)
 
 
-def latent_obs_std(case: TestCase, encode, level: float) -> np.ndarray:
+def encoder_obs_std(case: TestCase, encode, level: float) -> np.ndarray:
     """Latent observation error std ``(latent + p,)``: RMSE of the encoder on noisy validation histories.
 
     This is the R of the identity latent observation operator (eq. 18): how far the
@@ -268,12 +268,11 @@ def run_ld_ensf(case: TestCase, obs: ObservationSet) -> MethodRun:
     if case.cfg.observe.irregular:
         raise ConfigError("LD-EnSF's encoders take one observation per latent step (observe.irregular=false)")
     ldnet, cfg = case.ldnet, case.cfg
-    encoder_name, encode = _ld_encoder(case)
-    lstm = case.surrogate("encoder") if encoder_name == "lstm" else case.surrogate("set_encoder")
-    latent_model = LatentModel(ldnet, lstm.out_mean.numpy(), lstm.out_std.numpy())
+    encoder_name, encoder, encode = _ld_encoder(case)
+    latent_model = LatentModel(ldnet, encoder.out_mean.numpy(), encoder.out_std.numpy())
     filt = make_filter("ld_ensf", cfg)
     stable = STABILITY_MARGIN * schedule(filt.n_steps, filt.eps_alpha, filt.eps_beta).stable_std()
-    z_std = np.maximum(latent_obs_std(case, encode, obs.level) / latent_model.std,
+    z_std = np.maximum(encoder_obs_std(case, encode, obs.level) / latent_model.std,
                        max(cfg.ld_ensf.obs_std_floor, stable))
     t0 = time.perf_counter()
     z_obs = latent_model.to_fields(encode(case.operators, obs.y))
