@@ -6,7 +6,7 @@ setup(
     description="HPC engine for latent-space data assimilation with ensemble score filters (LD-EnSF)",
     python_requires=">=3.11",
     packages=find_packages(include=["ldensf_hpc", "ldensf_hpc.*"]),
-    package_data={"ldensf_hpc": ["presets/*.yaml"]},
+    package_data={"ldensf_hpc": ["presets/*.yaml", "presets/*/*.yaml"]},
     install_requires=[
         "numpy>=1.26",
         "scipy>=1.11",

@@ -15,10 +15,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-
 from common import RESULTS, describe, machine, markdown_table, write_json
-from ldensf_hpc.compare import LABELS
-from ldensf_hpc.config import load_config
+
+from ldensf_hpc.cases import load_config
+from ldensf_hpc.filters import METHODS
 from ldensf_hpc.pipeline import DEFAULT_LEVELS, DEFAULT_METHODS, assimilate_test_trajectory, public, run
 
 RANKED = ("ld_ensf", "latent_ensf", "ensf")  # the paper's claim: LD-EnSF < Latent-EnSF < EnSF
@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
 
     print(f"\n{describe(record['machine'])}\n")
     print((work / "report.md").read_text())
-    order = " < ".join(f"{LABELS[m]} {rank['mean_full_rel_rmse'][m]:.3f}" for m in rank["order"])
+    order = " < ".join(f"{METHODS[m].label} {rank['mean_full_rel_rmse'][m]:.3f}" for m in rank["order"])
     print(f"time-mean full-state rel-RMSE at noise {report['observations']['main_level']:g}: {order}")
     print(f"paper order LD-EnSF < Latent-EnSF < EnSF holds: {rank['paper_order_holds']}\n")
     print(markdown_table(["K", "LEVDA analysis rel-RMSE", "background", "last", "finite", "wall [s]"],

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import RESULTS, describe, load_average, machine, markdown_table, write_json
+
 from ldensf_hpc.backend import cupy_available
 from ldensf_hpc.kernels import ensf_update, reference, step_table
 

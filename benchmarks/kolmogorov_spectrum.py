@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ldensf_hpc.config import KolmogorovConfig
-from ldensf_hpc.models.kolmogorov import Kolmogorov, energy_spectrum
+from ldensf_hpc.models.kolmogorov import Kolmogorov, KolmogorovConfig, energy_spectrum
 
 
 def main(argv=None):

@@ -43,10 +43,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import RESULTS, best_of, describe, machine, markdown_table, write_json
+
 from ldensf_hpc import plots
-from ldensf_hpc.config import load_config
+from ldensf_hpc.cases import load_config
 from ldensf_hpc.data.generate import generate
 from ldensf_hpc.kernels import ensf_update
 from ldensf_hpc.parallel import thread_env
@@ -164,9 +164,8 @@ def generation(case: str, preset: str, counts: list[int], per_worker: int, workd
 
 def ensf_rank_main(argv) -> None:
     """One rank of the sharded EnSF run (``--ensf-rank``); rank 0 prints its record as JSON."""
-    from mpi4py import MPI
-
     import mpi_ensf
+    from mpi4py import MPI
 
     parser = argparse.ArgumentParser()
     for name in ("n", "members", "cycles", "euler_steps", "seed"):

@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-
 from common import RESULTS, describe, load_average, machine, markdown_table, timed, write_json
+
+from ldensf_hpc import cases
 from ldensf_hpc.backend import cupy_available
-from ldensf_hpc.config import load_config
-from ldensf_hpc.models import make_model
+from ldensf_hpc.cases import load_config
 
 PAPER_K = 100
 PAPER_TD = {"swe": 100.95, "kolmogorov": 10829.09}  # seconds, AMD EPYC 7543 (Table 1)
@@ -38,7 +38,7 @@ def synchronize(backend: str) -> None:
 def time_swe(backend: str, K: int, steps: int) -> tuple[float, float]:
     """Wall and CPU seconds for K members x steps on the paper's 150 x 150 grid (after a warm-up step)."""
     cfg = load_config("paper", case="swe", overrides=[f"swe.backend={backend}"])
-    model = make_model("swe", cfg)
+    model = cases.get("swe").model(cfg)
     params = model.sample_params(np.random.default_rng(0), K)
     state = model.initial_state(params)
     model.step(state[:1], params[:1], 1)  # compile / load the kernel
@@ -55,10 +55,10 @@ def time_swe(backend: str, K: int, steps: int) -> tuple[float, float]:
 def time_kolmogorov(backend: str, K: int, frames: int) -> tuple[float, float, int]:
     """Wall and CPU seconds for ``frames`` frames of K members (after a warm-up frame), steps per frame."""
     cfg = load_config("paper", case="kolmogorov", overrides=[f"kolmogorov.backend={backend}"])
-    model = make_model("kolmogorov", cfg)
+    model = cases.get("kolmogorov").model(cfg)
     params = model.sample_params(np.random.default_rng(0), K)
     state = model.initial_state(params, np.random.default_rng(1))
-    spf = cfg.kolmogorov.steps_per_frame
+    spf = cfg.model.steps_per_frame
     state = model.step(state, params, spf)  # FFT plans, caches
     synchronize(backend)
 

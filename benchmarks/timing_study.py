@@ -5,33 +5,37 @@ A "full trajectory" (paper preset, the paper's sizes):
 - SWE 150 x 150: 2000 solver steps; an analysis every 40 steps (50 analyses). LD-EnSF
   takes one latent step per 40 solver steps from s_{-1} = 0 to s_50: 51 latent steps and
   51 analyses (an observation at t = 0 too, as in the paper's Algorithm 2).
-- Kolmogorov 150 x 150, dt 0.004: 100 warm-up frames + 200 frames of 10 steps = 300 frames
-  (3000 steps); an analysis every 5 frames after the warm-up (40 analyses). LD-EnSF: 40
-  latent steps and 40 analyses.
+- Kolmogorov 150 x 150, dt 0.004: 100 warm-up frames + 200 stored frames of 10 steps; an
+  observation every 5 stored frames (40; the last at 2950 steps): LD-EnSF 40 latent steps
+  and 40 analyses, EnSF 39 analyses after the prior at the first.
 
 Measured, for K members (100):
 
 - EnSF T_d: the full solver for all members over the full trajectory (SWE Numba kernel,
   Kolmogorov scipy.fft with workers = cores); T_f: full-space EnSF analyses (d = 67 500 /
-  45 000, 100 Euler steps, 10 x 10 observations of every field, noise 0.1 in standardised
-  units, analyses fed back to the solver). Forecast and analysis alternate as in
-  ``filters.base.assimilate``. Analyses stop once T_f passes ``--budget`` seconds (the
-  forecasts then run on freely), forecasts once T_d does; the rest is extrapolated linearly
-  (per analysis, per solver step) and the table says "extrapolated from i/n". ``--budget 0``
-  measures everything (Kolmogorov EnSF: about an hour on 2 cores).
+  45 000, 100 Euler steps, 10 x 10 observations of every field, noise 0.1 of each field's
+  std, analyses fed back to the solver): the registered ``ensf`` method on a problem of the
+  full trajectory's first ``n`` analyses, ``n`` as many as fit in ``--budget`` seconds after
+  a one-analysis run; the rest is extrapolated linearly (per analysis, per solver step) and
+  the table says "extrapolated from i/n". ``--budget 0`` measures everything (Kolmogorov
+  EnSF: about an hour on 2 cores).
 - Latent-EnSF (§2.3): T_d is EnSF's (the same full solver between analyses; the paper reports
-  the same number). T_f: one analysis through ``LatentEnSF.analyse`` (state encoder on the K
-  forecast members, observation encoder on the 10 x 10 observations, the latent EnSF update
-  with d = latent (400), 100 steps on the Numba kernel, decoder on the K analysis members),
-  best of 3 after an untimed one that compiles the kernel, times the number of analyses
-  ("per analysis x n"); one more analysis is timed step by step for the breakdown. The
-  coupled VAE has the config's sizes (``vae``) and untrained weights, like the LDNet below;
-  members are prior states standardised per field over the ensemble (EnSF's units), the
-  latent observation noise is 0.1.
-- LD-EnSF T_d: the LDNet dynamics F (paper sizes, untrained weights: timing needs no
-  training) over the latent steps; T_f: latent analyses (d = latent + p = 12 / 10) through
-  every kernel backend present (torch reference, Numba; CUDA when CuPy sees a GPU); T_e:
-  the LSTM encoding of the observation history (in the pipeline's T_f; not in Table 1).
+  the same number). T_f: the registered ``latent_ensf`` method on the first analysis (state
+  encoder on the K forecast members, observation encoder on the 10 x 10 observations, the
+  latent EnSF update with d = latent (400), 100 steps on the Numba kernel, decoder on the K
+  analysis members), best of 3 after an untimed one that compiles the kernel, times the
+  number of analyses ("per analysis x n"); one more analysis is timed step by step for the
+  breakdown. The coupled VAE has the config's sizes (``vae``) and untrained weights, like
+  the LDNet below; the latent observation noise is 0.1.
+- LD-EnSF: the registered ``ld_ensf`` method over all latent steps, once per kernel backend
+  present (torch reference, Numba; CUDA when CuPy sees a GPU), with the LDNet and the LSTM
+  encoder of the paper's sizes and untrained weights (timing needs no training) and a latent
+  observation std of 0.1: T_d the LDNet dynamics F, T_f the latent analyses
+  (d = latent + p = 12 / 10), T_e the LSTM encoding of the observation history (in the
+  pipeline's T_f; not in Table 1). The problem asks for mean fields only (one R per time).
+- Truth and units (all methods): a trajectory of the solver from a parameter drawn apart from
+  the prior members; fields standardised by the truth trajectory's mean and std per field
+  (untrained surrogates need no train split).
 - T_r: the full fields of the final K members, and of one state (the latent ensemble mean):
   the LDNet's reconstruction network R on the grid (LD-EnSF), the VAE decoder (Latent-EnSF),
   without autograd. The paper's LD-EnSF T_r (GPU) fits one state: R of the Kolmogorov LDNet
@@ -53,25 +57,23 @@ import argparse
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-
 from common import RESULTS, best_of, describe, device_tag, machine, markdown_table, timed, write_json
-from ldensf_hpc import kernels
+
+from ldensf_hpc import cases, kernels
 from ldensf_hpc.backend import cupy_available, rng_for
-from ldensf_hpc.config import ConfigError, load_config
+from ldensf_hpc.cases import load_config
 from ldensf_hpc.data.dataset import Normalization
-from ldensf_hpc.data.generate import case_layout, frame_schedule
-from ldensf_hpc.filters.base import Observation, assimilate
-from ldensf_hpc.filters.ensf import EnSF
-from ldensf_hpc.filters.latent_ensf import LatentEnSF, decode_states, encode_observations, encode_states
-from ldensf_hpc.filters.ld_ensf import EPS_ALPHA_BY_CASE, LatentModel, LDEnSF, latent_operator, latent_truth
-from ldensf_hpc.models import make_model
-from ldensf_hpc.observe import grid_operator, observe
-from ldensf_hpc.parallel.mpi import check_stable
+from ldensf_hpc.errors import ConfigError
+from ldensf_hpc.experiment import prior_members, rel_error
+from ldensf_hpc.filters import make_method
+from ldensf_hpc.filters.base import Problem
+from ldensf_hpc.filters.latent_ensf import decode_states, encode_observations, encode_states
+from ldensf_hpc.models import trajectory
 from ldensf_hpc.surrogate.encoder import LSTMEncoder
 from ldensf_hpc.surrogate.ldnet import LDNet
 from ldensf_hpc.surrogate.vae import CoupledVAE
@@ -84,7 +86,7 @@ PAPER = {  # Table 1, K = 100, full trajectory; AMD EPYC 7543 (32 cores), T_r on
     ("kolmogorov", "Latent-EnSF"): {"T_d": 10829.09, "T_f": 0.62, "T_r": 0.41, "D_s": 400},
     ("kolmogorov", "LD-EnSF"): {"T_d": 0.049, "T_f": 0.35, "T_r": 0.0054, "D_s": 10},
 }
-OBS_STREAM, PRIOR_STREAM, TRUTH_STREAM, FILTER_STREAM = 0, 1, 2, 3
+PRIOR_STREAM, TRUTH_STREAM = 1, 2  # rng_for(seed, STREAM): the parameter range of untrained nets, the truth
 
 
 @dataclass(frozen=True)
@@ -101,28 +103,16 @@ class Trajectory:
         return self.warmup_steps + self.cycles * self.gap
 
 
-FORECAST_STEPS = {  # solver steps after the warm-up
-    "swe": lambda cfg: cfg.swe.n_steps,
-    "kolmogorov": lambda cfg: cfg.kolmogorov.n_frames * cfg.kolmogorov.steps_per_frame,
-}
-
-
-def ldnet_config(cfg):
-    return getattr(cfg, f"ldnet_{cfg.case}")
-
-
-def encoder_config(cfg):
-    return getattr(cfg, f"encoder_{cfg.case}")
-
-
 def full_trajectory(cfg) -> Trajectory:
-    """The case's full trajectory: observations every ``frame_every`` stored frames (LDNet step)."""
-    schedule, frame_every = frame_schedule(cfg), ldnet_config(cfg).frame_every
-    gap = frame_every * schedule.steps_per_frame
-    if FORECAST_STEPS[cfg.case](cfg) < gap:
+    """The case's full trajectory: observations every ``observe.every`` stored frames (one per latent
+    step); EnSF analyses every observation after the first (the prior), LD-EnSF every one."""
+    case = cases.get(cfg.case)
+    schedule, every = case.schedule(cfg.model), cfg.observe.every
+    gap = every * schedule.steps_per_frame
+    latent_steps = len(range(0, schedule.n_frames, every))
+    if latent_steps < 2:
         raise ConfigError(f"{cfg.case}: the trajectory is shorter than one observation gap ({gap} steps)")
-    return Trajectory(schedule.warmup_steps, gap, FORECAST_STEPS[cfg.case](cfg) // gap,
-                      len(range(0, schedule.n_frames, frame_every)))
+    return Trajectory(schedule.warmup_steps, gap, latent_steps - 1, latent_steps)
 
 
 def extrapolated(seconds: float, done: int, total: int) -> dict:
@@ -134,86 +124,10 @@ def extrapolated(seconds: float, done: int, total: int) -> dict:
 # ---------------------------------------------------------------- EnSF (full space)
 
 
-def time_ensf(cfg, traj: Trajectory, K: int, budget: float, seed: int) -> dict:
-    """T_d and T_f of full-space EnSF over the full trajectory (extrapolated past ``budget`` seconds).
-
-    Fields are standardised by the mean and std of each field over the first forecast
-    ensemble (members and grid points), the filter's units. ``first_analysis`` holds the
-    standardised forecast ``(K, d)`` and the observation of the first analysis.
-    """
-    model = make_model(cfg.case, cfg)
-    params = model.sample_params(rng_for(seed, PRIOR_STREAM), K)
-    state = model.initial_state(params, rng_for(seed, PRIOR_STREAM, 1))
-    true_params = model.sample_params(rng_for(seed, TRUTH_STREAM), 1)
-    truth = model.initial_state(true_params, rng_for(seed, TRUTH_STREAM, 1))
-    filt = EnSF.from_config(cfg)
-    model.step(state[:1], params[:1], 1)  # load compiled kernels and FFT plans
-
-    # warm-up (Kolmogorov): its share of the T_d budget, in chunks of one cycle's steps
-    warm_done, warm_s = 0, 0.0
-    while warm_done < traj.warmup_steps and (warm_done == 0 or warm_s < budget * traj.warmup_steps / traj.total_steps):
-        n = min(traj.gap, traj.warmup_steps - warm_done)
-        t0 = time.perf_counter()
-        state = model.step(state, params, n)
-        warm_s += time.perf_counter() - t0
-        truth = model.step(truth, true_params, n)
-        warm_done += n
-
-    # cycles: analyses while T_f is within the budget, forecasts (free-running once the
-    # analyses stop) while T_d is
-    T_d = T_f = 0.0
-    cycles = analyses = 0
-    scale = op = std = None
-    while cycles < traj.cycles:
-        analyse = analyses == 0 or T_f < budget
-        if not analyse and warm_s + T_d >= budget:
-            break
-        t0 = time.perf_counter()
-        state = model.step(state, params, traj.gap)
-        T_d += time.perf_counter() - t0
-        cycles += 1
-        if not analyse:
-            continue
-        truth = model.step(truth, true_params, traj.gap)
-        fields = np.asarray(model.to_fields(state))
-        if scale is None:
-            scale = (fields.mean(axis=(0, 2, 3))[:, None, None], fields.std(axis=(0, 2, 3))[:, None, None])
-            op = grid_operator(fields.shape[1:], cfg.observe.stride, periodic=cfg.case == "kolmogorov")
-            std = np.full(op.m, cfg.observe.noise)
-            check_stable(filt, std)
-        true_fields = (np.asarray(model.to_fields(truth))[0] - scale[0]) / scale[1]
-        y = observe(op, true_fields.reshape(-1), std, rng_for(seed, OBS_STREAM, analyses))
-        forecast, obs = ((fields - scale[0]) / scale[1]).reshape(K, -1), Observation(op, y, std)
-        if analyses == 0:
-            first = (forecast, obs)
-        t0 = time.perf_counter()
-        analysis = filt.analyse(forecast, obs, rng_for(seed, FILTER_STREAM, analyses))
-        T_f += time.perf_counter() - t0
-        state = model.from_fields(analysis.reshape(fields.shape) * scale[1] + scale[0])
-        analyses += 1
-
-    steps_done = warm_done + cycles * traj.gap
-    return {"T_d": extrapolated(warm_s + T_d, steps_done, traj.total_steps),
-            "T_f": extrapolated(T_f, analyses, traj.cycles),
-            "D_s": int(np.prod(fields.shape[1:])), "observations": op.m, "first_analysis": first,
-            "solver": {"backend": getattr(cfg, cfg.case).backend,
-                       "workers": cfg.kolmogorov.workers if cfg.case == "kolmogorov" else None}}
-
-
-# ---------------------------------------------------------------- LD-EnSF (latent space)
-
-
-def grid_coordinates(model, case: str):
-    """Physical 1-D coordinates ``x (nx,)``, ``y (ny,)`` of the stored fields."""
-    n, dx = model.grid["n"], model.grid["dx"]
-    coords = (np.arange(n) + case_layout(case).offset) * dx
-    return coords, coords
-
-
-def untrained_normalization(model, case: str, seed: int) -> Normalization:
+def untrained_normalization(model, case, seed: int) -> Normalization:
     """Surrogate scaling without data: the prior's parameter range (1000 draws) and the grid,
     fields unscaled (timing needs no training)."""
-    x, y = grid_coordinates(model, case)
+    x, y = case.coordinates(model, model.grid["n"], model.grid["n"])
     u = model.sample_params(rng_for(seed, PRIOR_STREAM, 2), 1000)
     n_fields = len(model.field_names)
     return Normalization(field_mean=(0.0,) * n_fields, field_std=(1.0,) * n_fields,
@@ -221,12 +135,74 @@ def untrained_normalization(model, case: str, seed: int) -> Normalization:
                          xi_min=(x.min(), y.min()), xi_max=(x.max(), y.max()))
 
 
-def untrained_ldnet(cfg, model, seed: int) -> LDNet:
-    """An LDNet of the config's sizes with random weights (:func:`untrained_normalization`)."""
-    norm = untrained_normalization(model, cfg.case, seed)
+def untrained_surrogates(cfg, model, case, operator, seed: int) -> dict:
+    """The LDNet, LSTM encoder and coupled VAE of the config's sizes with random weights."""
+    norm = untrained_normalization(model, case, seed)
     torch.manual_seed(seed)
-    return LDNet(ldnet_config(cfg), len(model.param_names), len(model.field_names), norm, model.field_names,
-                 model.param_names).eval()
+    ldnet = LDNet(cfg.ldnet, len(model.param_names), len(model.field_names), norm, model.field_names,
+                  model.param_names).eval()
+    spec = {"name": "grid", "options": {"stride": cfg.observe.stride, "periodic": operator.periodic}}
+    encoder = LSTMEncoder(cfg.encoder, operator.m, ldnet.latent, ldnet.n_params, norm, spec,
+                          cfg.ldnet.frame_every).eval()
+    vae = CoupledVAE(cfg.vae, *operator.shape, operator.m, norm, spec).eval()
+    return {"ldnet": ldnet, "encoder": encoder, "vae": vae}
+
+
+@dataclass
+class Setup:
+    """The timing problem of one case: model, truth, prior and untrained surrogates."""
+
+    cfg: object
+    traj: Trajectory
+    problem: Problem  # the full trajectory
+    truth: np.ndarray  # (T, F, ny, nx) at the observation times
+    T_warmup: float  # solver time of the prior members' warm-up
+
+    def first(self, T: int, fields: str = "moments") -> tuple[Problem, object]:
+        """The problem of the first ``T`` observation times, and its observations (noise 0.1)."""
+        p = replace(self.problem, frames=self.problem.frames[:T], times=self.problem.times[:T],
+                    gaps=self.problem.gaps[:T - 1], operators=self.problem.operators[:T], fields=fields)
+        return p, p.observe(self.truth[:T], self.cfg.observe.noise, 0)
+
+
+def setup(cfg, traj: Trajectory, K: int, seed: int) -> Setup:
+    case = cases.get(cfg.case)
+    model = case.model(cfg)
+    warm = model.sample_params(rng_for(seed, 9), 1)
+    model.step(model.initial_state(warm, rng_for(seed, 9)), warm, 1)  # compile kernels, plan FFTs
+    true_params = model.sample_params(rng_for(seed, TRUTH_STREAM), 1)
+    state = model.initial_state(true_params, rng_for(seed, TRUTH_STREAM, 1))
+    if traj.warmup_steps:
+        state = model.step(state, true_params, traj.warmup_steps)
+    truth = trajectory(model, state, true_params, traj.latent_steps - 1, traj.gap)[0].astype(np.float64)
+    t0 = time.perf_counter()
+    start, params = prior_members(model, slice(0, K), seed, traj.warmup_steps)
+    T_warmup = time.perf_counter() - t0
+    operator = case.observation_operator(cfg, truth.shape[1:])
+    x, y = case.coordinates(model, *truth.shape[-2:])
+    frames = np.arange(traj.latent_steps) * cfg.observe.every
+    nets = untrained_surrogates(cfg, model, case, operator, seed)
+    problem = Problem(cfg=cfg, model=model, field_mean=truth.mean(axis=(0, 2, 3)), field_std=truth.std(axis=(0, 2, 3)),
+                      start=start, prior_params=params, frames=frames, times=frames * traj.gap * model.dt,
+                      gaps=np.full(traj.latent_steps - 1, traj.gap), operators=[operator] * traj.latent_steps,
+                      x=x, y=y, seed=seed, surrogates=nets.__getitem__)
+    return Setup(cfg, traj, problem, truth, T_warmup)
+
+
+def time_ensf(s: Setup, budget: float) -> dict:
+    """T_d and T_f of the registered full-space EnSF over the full trajectory (extrapolated past ``budget``)."""
+    method = make_method("ensf", s.cfg)
+    problem, obs = s.first(2)
+    one = method.assimilate(problem, obs, seed=1)
+    per = one.timings["T_f"]
+    n = s.traj.cycles if not math.isfinite(budget) else int(min(s.traj.cycles, max(1, budget // max(per, 1e-9))))
+    run = one if n == 1 else method.assimilate(*s.first(n + 1), seed=1)
+    steps = s.traj.warmup_steps + n * s.traj.gap
+    return {"T_d": extrapolated(s.T_warmup + run.timings["T_d"], steps, s.traj.total_steps),
+            "T_f": extrapolated(run.timings["T_f"], n, s.traj.cycles), "D_s": method.state_dim(problem),
+            "observations": problem.operators[0].m, "kernel": method.kernel,
+            "final_rel_rmse": rel_error(run.mean[-1], s.truth[n]),
+            "solver": {"backend": s.cfg.model.backend, "workers": getattr(s.cfg.model, "workers", None)}}
 
 
 def kernel_backends() -> list[str]:
@@ -234,90 +210,45 @@ def kernel_backends() -> list[str]:
     return [name for name in kernels.BACKENDS if name != "cuda" or cupy_available()]
 
 
-def time_ld_ensf(cfg, traj: Trajectory, K: int, seed: int) -> dict:
-    """T_d (LDNet F), T_f per kernel backend and T_e (LSTM encoding) over the latent steps.
-
-    The truth is the LDNet trajectory at a true parameter; latent observations are that
-    truth plus noise 0.1 in filter units, each component standardised by the mean and
-    std of a free prior run of the same LDNet (all members, all latent steps).
-    """
-    model = make_model(cfg.case, cfg)
-    ldnet = untrained_ldnet(cfg, model, seed)
-    params = model.sample_params(rng_for(seed, PRIOR_STREAM), K)
-    true_params = model.sample_params(rng_for(seed, TRUTH_STREAM), 1)
-    free = LatentModel(ldnet)
-    z, run = free.initial_state(params), []
-    for _ in range(traj.latent_steps):
-        z = free.step(z)
-        run.append(z)
-    run = np.concatenate(run)
-    latent = LatentModel(ldnet, run.mean(axis=0), np.maximum(run.std(axis=0), 1e-6))
-    truth = np.concatenate([latent.initial_state(true_params),
-                            latent_truth(ldnet, true_params[0], traj.latent_steps)])  # s_{-1} = 0, s_0, ...
-    op = latent_operator(latent)
-    std = np.full(op.m, cfg.observe.noise)
-    prior = latent.initial_state(params)
-    eps_alpha = EPS_ALPHA_BY_CASE[cfg.case]
-
+def time_ld_ensf(s: Setup) -> dict:
+    """T_d (LDNet F), T_f per kernel backend and T_e (LSTM encoding) of the registered LD-EnSF over the
+    latent steps, with a latent observation std of 0.1 (mean fields only: one R per time)."""
+    ldnet = s.problem.surrogate("ldnet")
     runs = {}
     for backend in kernel_backends():
-        filt = LDEnSF(n_steps=cfg.ensf.n_steps, eps_alpha=eps_alpha, mixture=cfg.ensf.mixture, kernel=backend)
-        warm = latent.to_fields(latent.step(prior))
-        filt.analyse(warm, Observation(op, latent.to_fields(truth[1]), std), rng_for(seed, FILTER_STREAM))  # compile
-        res = assimilate(latent, filt, prior, latent.to_fields(truth), op, std, 1, seed=seed)
-        runs[backend] = {"T_d": res.T_d, "T_f": res.T_f,
-                         "final_rel_rmse": float(res.analysis_rel_rmse[-1]), "ensemble": res.ensemble}
-
-    y_op = grid_operator((len(model.field_names), model.grid["n"], model.grid["n"]), cfg.observe.stride)
-    encoder = LSTMEncoder(encoder_config(cfg), y_op.m, ldnet.latent, ldnet.n_params, ldnet.norm).eval()
-    history = torch.as_tensor(np.random.default_rng(seed).standard_normal((1, traj.latent_steps, y_op.m)),
-                              dtype=torch.float32)
-    with torch.no_grad():
-        T_e = best_of(lambda: encoder.encode(history))
-
-    final = runs["numba"]["ensemble"] if "numba" in runs else next(iter(runs.values()))["ensemble"]
-    return {"ldnet": ldnet, "model": model, "final": final, "D_s": int(op.d), "T_e": T_e["best_s"],
-            "kernels": {b: {k: v for k, v in r.items() if k != "ensemble"} for b, r in runs.items()}}
+        method = replace(make_method("ld_ensf", s.cfg), kernel=backend, latent_std=np.full(ldnet.latent + ldnet.n_params,
+                                                                                             s.cfg.observe.noise))
+        problem, obs = s.first(s.traj.latent_steps, fields="mean")
+        run = method.assimilate(problem, obs, seed=1)
+        t = run.timings
+        runs[backend] = {"T_d": t["T_d"], "T_f": t["T_f"] - t["T_encode"], "T_e": t["T_encode"],
+                         "T_r_mean_per_time": t["T_r"], "final_rel_rmse": rel_error(run.mean[-1], s.truth[-1]),
+                         "final": run.params[-1]}
+    final = runs["numba"] if "numba" in runs else next(iter(runs.values()))
+    return {"D_s": method.state_dim(problem), "T_e": final["T_e"],
+            "kernels": {b: {k: v for k, v in r.items() if k != "final"} for b, r in runs.items()}}
 
 
-# ---------------------------------------------------------------- Latent-EnSF (VAE latent space)
-
-
-def untrained_vae(cfg, model, operator, seed: int) -> CoupledVAE:
-    """A coupled VAE of the config's sizes (``cfg.vae``) with random weights, for states of
-    ``model`` and observations of the grid ``operator`` (:func:`untrained_normalization`)."""
-    norm = untrained_normalization(model, cfg.case, seed)
-    spec = {"name": "grid", "options": {"stride": cfg.observe.stride, "periodic": operator.periodic}}
-    torch.manual_seed(seed)
-    return CoupledVAE(cfg.vae, *operator.shape, operator.m, norm, spec).eval()
-
-
-def time_latent_ensf(cfg, traj: Trajectory, forecast: np.ndarray, obs: Observation, seed: int) -> dict:
-    """T_f of Latent-EnSF: one analysis (encode, latent EnSF, decode) times the trajectory's analyses.
-
-    ``forecast (K, d)`` and ``obs`` are EnSF's first (standardised fields, the 10 x 10 grid);
-    the latent observation noise is ``cfg.observe.noise``.
-    """
-    vae = untrained_vae(cfg, make_model(cfg.case, cfg), obs.operator, seed)
-    filt = LatentEnSF(vae, cfg.observe.noise, n_steps=cfg.ensf.n_steps, eps_alpha=cfg.ensf.eps_alpha,
-                      eps_beta=cfg.ensf.eps_beta, mixture=cfg.ensf.mixture, score_clip=cfg.ensf.score_clip,
-                      kernel="numba")
-    rng = rng_for(seed, FILTER_STREAM)
-    analysis = best_of(lambda: filt.analyse(forecast, obs, rng))  # the untimed first call compiles the kernel
-
+def time_latent_ensf(s: Setup) -> dict:
+    """T_f of the registered Latent-EnSF: one analysis (encode, latent EnSF, decode) times the analyses,
+    and the parts of one more timed one by one."""
+    vae = s.problem.surrogate("vae")
+    method = replace(make_method("latent_ensf", s.cfg), vae=vae, latent_std=s.cfg.observe.noise)
+    problem, obs = s.first(2)
+    times = [method.assimilate(problem, obs, seed=1).timings["T_f"] for _ in range(4)][1:]  # the first compiles
+    per = min(times)
+    fields = problem.filter_model.to_fields(problem.start)
+    forecast = fields.reshape(len(fields), -1)
+    y = problem.standardized(obs)[1].y
     z, t_enc, _ = timed(lambda: encode_states(vae, forecast))
-    z_obs, t_obs, _ = timed(lambda: encode_observations(vae, obs.y[None])[0])
-    z_a, t_kernel, _ = timed(lambda: kernels.ensf_update(
-        z, z_obs, filt.latent_std, n_steps=filt.n_steps, eps_alpha=filt.eps_alpha, eps_beta=filt.eps_beta,
-        mixture=filt.mixture, score_clip=filt.score_clip, seed=int(rng.integers(0, 2**63)), backend=filt.kernel))
+    z_obs, t_obs, _ = timed(lambda: encode_observations(vae, y[None])[0])
+    z_a, t_kernel, _ = timed(lambda: method.update(z, z_obs, obs_std=method.latent_std, seed=5))
     _, t_dec, _ = timed(lambda: decode_states(vae, z_a))
-    per = analysis["best_s"]
-    return {"vae": vae, "final": np.asarray(z_a), "D_s": vae.latent,
-            "T_f": {"seconds": per * traj.cycles, "per_analysis": per, "analyses": traj.cycles,
-                    "times_s": analysis["times_s"],
-                    "parts_s": {"encode_states": t_enc, "encode_obs": t_obs, "latent_ensf": t_kernel,
-                                "decode": t_dec}},
-            "observations": obs.operator.m}
+    return {"final": np.asarray(z_a), "D_s": method.state_dim(problem),
+            "T_f": {"seconds": per * s.traj.cycles, "per_analysis": per, "analyses": s.traj.cycles,
+                    "times_s": times, "parts_s": {"encode_states": t_enc, "encode_obs": t_obs,
+                                                  "latent_ensf": t_kernel, "decode": t_dec}},
+            "observations": problem.operators[0].m}
 
 
 # ---------------------------------------------------------------- reconstruction
@@ -348,30 +279,34 @@ def time_reconstruction(net, decode, z: np.ndarray, budget: float, device: str) 
 
 def study(case: str, args) -> dict:
     """All timings of one case."""
-    overrides = ["swe.backend=numba", "kolmogorov.backend=scipy", f"kolmogorov.workers={os.cpu_count() or 1}"]
-    cfg = load_config(args.preset, case=case, overrides=overrides)
+    overrides = {"swe": ["swe.backend=numba"], "kolmogorov": ["kolmogorov.backend=scipy",
+                                                              f"kolmogorov.workers={os.cpu_count() or 1}"]}[case]
+    cfg = load_config(args.preset, case=case, overrides=overrides + [f"ensf.ensemble_size={args.members}"])
     traj = full_trajectory(cfg)
     budget = args.budget if args.budget > 0 else math.inf
     print(f"[{case}] {cfg.preset} preset, K = {args.members}: {traj.total_steps} solver steps "
           f"({traj.warmup_steps} warm-up), {traj.cycles} EnSF analyses every {traj.gap} steps, "
           f"{traj.latent_steps} latent steps", flush=True)
-    ensf = time_ensf(cfg, traj, args.members, budget, args.seed)
+    s = setup(cfg, traj, args.members, args.seed)
+    ensf = time_ensf(s, budget)
     print(f"[{case}] EnSF done", flush=True)
-    latent = time_latent_ensf(cfg, traj, *ensf.pop("first_analysis"), args.seed)
+    latent = time_latent_ensf(s)
     print(f"[{case}] Latent-EnSF done", flush=True)
-    ld = time_ld_ensf(cfg, traj, args.members, args.seed)
+    ld = time_ld_ensf(s)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    ldnet, vae = ld["ldnet"], latent["vae"]
-    x, y = grid_coordinates(ld["model"], case)
-    recon = [time_reconstruction(ldnet, lambda s: ldnet.fields_on_grid(s, x, y), ld["final"][:, :ldnet.latent],
-                                 budget, d) for d in devices]
+    ldnet, vae = s.problem.surrogate("ldnet"), s.problem.surrogate("vae")
+    z = torch.as_tensor(ldnet.norm.scale_params(s.problem.prior_params), dtype=torch.float32)
+    with torch.no_grad():
+        final = ldnet.rollout(z, traj.latent_steps)[:, -1].numpy()  # the K members' last latent states
+    x, y = s.problem.x, s.problem.y
+    recon = [time_reconstruction(ldnet, lambda s_: ldnet.fields_on_grid(s_, x, y), final, budget, d) for d in devices]
     vae_recon = [time_reconstruction(vae, vae.decode, latent["final"], budget, d) for d in devices]
     return {"preset": cfg.preset, "trajectory": {**asdict(traj), "total_steps": traj.total_steps},
             "members": args.members, "ensf": ensf,
             "latent_ensf": {"D_s": latent["D_s"], "T_d": ensf["T_d"]["seconds"], "T_f": latent["T_f"],
                             "T_r": vae_recon, "observations": latent["observations"], "vae": asdict(cfg.vae)},
             "ld_ensf": {"D_s": ld["D_s"], "T_e": ld["T_e"], "kernels": ld["kernels"], "T_r": recon,
-                        "ldnet": asdict(ldnet_config(cfg)), "encoder": asdict(encoder_config(cfg))}}
+                        "ldnet": asdict(cfg.ldnet), "encoder": asdict(cfg.encoder)}}
 
 
 def how(t: dict) -> str:

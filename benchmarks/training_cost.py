@@ -13,19 +13,19 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from common import RESULTS, best_of, describe, device_tag, gpu_name, machine, markdown_table, write_json
-from ldensf_hpc.config import load_config
+
+from ldensf_hpc import cases
+from ldensf_hpc.cases import load_config
 from ldensf_hpc.data.dataset import Normalization
 from ldensf_hpc.data.generate import frame_schedule
-from ldensf_hpc.models import make_model
 from ldensf_hpc.surrogate.ldnet import LDNet
 
 
 def step_seconds(cfg, case: str, points: int, device) -> tuple[dict, dict]:
     """Best wall seconds of one optimiser step at ``points`` points per frame, and the sizes."""
-    lcfg = getattr(cfg, f"ldnet_{case}")
-    model = make_model(case, cfg)
+    lcfg = cfg.ldnet
+    model = cases.get(case).model(cfg)
     p, F = len(model.param_names), len(model.field_names)
     frames = len(range(0, frame_schedule(cfg).n_frames, lcfg.frame_every))
     norm = Normalization((0.0,) * F, (1.0,) * F, (-1.0,) * p, (1.0,) * p, (-1.0, -1.0), (1.0, 1.0))

@@ -7,6 +7,19 @@ Symbols and shapes used throughout (ensemble axis always first):
 - ``u`` model parameters ``(K, p)``; ``s`` latent state ``(K, latent)``;
 - ``xi`` spatial coordinates ``(M, 2)`` scaled to [-1, 1];
 - ``y`` an observation vector ``(m,)``; ``H`` the observation operator.
+
+Layers, lowest first (:data:`LAYERS`): a module imports only from its own layer or the ones
+below it, and subpackages never import each other in a cycle (``tests/test_layers.py``).
+Methods (``filters``), cases (``cases``), kernels, surrogates and observation operators
+live in registries; nothing outside a registry branches on their names.
 """
 
 __version__ = "0.1.0"
+
+LAYERS = (
+    "presets", "errors", "registry", "config", "backend", "parallel", "sde", "metrics", "plots",  # foundations
+    "models", "observe", "cases",  # physics: truth solvers, observation operators, the case registry
+    "kernels", "data", "surrogate", "filters",  # numerics, data, networks, the method registry
+    "experiment", "assimilate", "pipeline", "jobs", "cli",  # applications
+)
+"""The package's layers, lowest first (subpackages and top-level modules)."""

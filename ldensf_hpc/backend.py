@@ -9,10 +9,7 @@ import importlib.util
 
 import numpy as np
 
-
-class BackendError(RuntimeError):
-    """A backend that is unknown or not usable on this machine."""
-
+from .errors import BackendError
 
 ARRAY_BACKENDS = ("numpy", "cupy")
 

@@ -1,4 +1,8 @@
-"""The ``ldensf`` command: info, generate (and later train, assimilate, run, bench)."""
+"""The ``ldensf`` command: info, generate, train, assimilate, run, jobs render.
+
+A thin layer over the package: every choice it offers (cases, presets, methods,
+surrogates) is read from the registries, and every user error ends as one line.
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,12 +12,22 @@ import platform
 import sys
 
 from . import __version__
-from .config import CASES, PRESETS, ConfigError, load_config
-from .errors import USER_ERRORS
+from .cases import CASES, DEFAULT_CASE, PRESETS, load_config
+from .errors import USER_ERRORS, ConfigError
+from .filters import METHODS
+from .surrogate import SURROGATES
 
 
-def _add_config_args(p: argparse.ArgumentParser, case_default: str | None = "swe") -> None:
-    p.add_argument("--case", choices=CASES, default=case_default, help="test case (default: %(default)s)")
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``ldensf: error: argument --filter: invalid choice: ...``), exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"ldensf: error: {message}\n")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--case", choices=list(CASES), default=None,
+                   help=f"test case (default: the config's case:, else {DEFAULT_CASE})")
     p.add_argument("--preset", default="small", help=f"one of {', '.join(PRESETS)} (default: %(default)s)")
     p.add_argument("--config", default=None, help="YAML file merged over the preset")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -65,9 +79,10 @@ def cmd_generate(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .surrogate.train import train
+    from .surrogate import train
 
-    summaries = train(_config(args), args.data, args.out, model=args.model, progress=not args.quiet)
+    names = ["ldnet", "encoder"] if args.model == "all" else [args.model]
+    summaries = train(_config(args), args.data, args.out, names, progress=not args.quiet)
     for name, summary in summaries.items():
         errors = ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if k.endswith(("rel_error", "_latent", "_params")))
         print(f"{name}: {args.out}/{name}.pt  {errors}")
@@ -75,9 +90,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_assimilate(args) -> int:
-    from .parallel.mpi import assimilate_dataset, summary_table
+    from .assimilate import assimilate_dataset, summary_table
 
-    record = assimilate_dataset(_config(args), args.data, args.out, filter_name=args.filter, backend=args.backend)
+    record = assimilate_dataset(_config(args), args.data, args.out, method=args.filter, backend=args.backend,
+                                models=args.models)
     if record is not None:  # rank 0 only
         print(summary_table(record))
     return 0
@@ -102,7 +118,7 @@ def cmd_run(args) -> int:
 def cmd_jobs_render(args) -> int:
     from .jobs import SlurmJob, render_slurm
 
-    job = SlurmJob(args.template, case=args.case, preset=args.preset, nodes=args.nodes,
+    job = SlurmJob(args.template, case=args.case or DEFAULT_CASE, preset=args.preset, nodes=args.nodes,
                    ntasks_per_node=args.ntasks_per_node, cpus_per_task=args.cpus_per_task, gpus=args.gpus,
                    time=args.time, partition=args.partition, account=args.account, data=args.data,
                    runs=args.runs, extra=" ".join(f"--set {o}" for o in args.overrides))
@@ -117,7 +133,7 @@ def cmd_jobs_render(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ldensf", description=__doc__)
+    parser = _Parser(prog="ldensf", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ldensf_hpc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -138,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--data", required=True, help="dataset directory written by `ldensf generate`")
     p.add_argument("--out", required=True, help="directory for checkpoints ldnet.pt, encoder.pt and summaries")
-    p.add_argument("--model", choices=("ldnet", "encoder", "vae", "set_encoder", "all"), default="all",
+    p.add_argument("--model", choices=[*SURROGATES, "all"], default="all",
                    help="what to train: all = ldnet then encoder (default); vae: Latent-EnSF's coupled VAE; "
                         "set_encoder: the point-set encoder for moving sensors (the encoders need a finished LDNet)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -147,8 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("assimilate", help="filter noisy sparse observations of a held-out trajectory")
     _add_config_args(p)
     p.add_argument("--data", required=True, help="dataset directory written by `ldensf generate`")
-    p.add_argument("--out", required=True, help="directory for assimilate_<filter>.json")
-    p.add_argument("--filter", default="ensf", help="ensf (default) or letkf")
+    p.add_argument("--out", required=True, help="directory for assimilate_<method>.json")
+    p.add_argument("--filter", choices=list(METHODS), default="ensf", metavar="METHOD",
+                   help=f"one of {', '.join(METHODS)} (default: %(default)s)")
+    p.add_argument("--models", default=None, help="checkpoints of `ldensf train` (methods with surrogates)")
     p.add_argument("--backend", choices=("serial", "mpi"), default="serial",
                    help="serial (default) or mpi: members sharded over the ranks of mpiexec -n N")
     p.set_defaults(func=cmd_assimilate)
@@ -158,8 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default=None, help="where data, checkpoints and the report go "
                    "(default: runs/CASE-PRESET; reused when present)")
     p.add_argument("--methods", default="free,ensf,latent_ensf,ld_ensf,letkf,levda",
-                   help="comma-separated, from free, ensf, latent_ensf, ld_ensf, letkf, levda, envar4d "
-                        "(default: %(default)s)")
+                   help=f"comma-separated, from {', '.join(METHODS)} (default: %(default)s)")
     p.add_argument("--noise", default="0,0.05,0.1,0.2",
                    help="noise levels, fractions of each field's std (default: %(default)s)")
     p.add_argument("--backend", choices=("dask", "serial"), default="dask", help="dataset generation backend")
@@ -185,7 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(None if argv is None else [str(a) for a in argv])
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return int(exc.code or 0)
     try:
         return args.func(args)
     except USER_ERRORS as exc:

@@ -1,60 +1,19 @@
-"""Typed configuration loaded from YAML presets with ``key.sub=value`` overrides."""
+"""Typed configuration sections and the generic YAML builder (``key.sub=value`` overrides).
+
+Case-independent: the solver section of a config (``Config.model``) is the dataclass of the
+case's model, and the presets of each case are merged by :func:`ldensf_hpc.cases.load_config`;
+this module knows no case.
+"""
 from __future__ import annotations
 
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
+from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A preset, override or field value that cannot be used."""
-
-
-@dataclass
-class SWEConfig:
-    """Tsunami shallow water on an L x L basin (DESIGN.md, "Test cases")."""
-
-    n: int = 150  # grid points per direction
-    length: float = 1.0e6  # basin side L [m]
-    depth: float = 100.0  # mean depth H [m]
-    g: float = 9.81  # gravity [m s^-2]
-    f0: float = 1.0e-4  # Coriolis parameter [s^-1]
-    beta: float = 2.0e-11  # beta-plane gradient [m^-1 s^-1]
-    cfl: float = 0.1  # dt = cfl * dx / sqrt(g H)
-    n_steps: int = 2000  # solver steps per trajectory
-    save_every: int = 5  # steps between stored frames
-    bump_width: float = 5.0e4  # Gaussian bump sigma [m]
-    bump_height: float = 1.0  # Gaussian bump amplitude [m]
-    backend: str = "numba"  # numpy | numba | cupy
-
-
-@dataclass
-class KolmogorovConfig:
-    """Forced 2-D Navier-Stokes on [0, 2pi]^2 in vorticity form."""
-
-    n: int = 150
-    dt: float = 0.004
-    steps_per_frame: int = 10  # frames every 0.04
-    warmup_frames: int = 100  # dropped
-    n_frames: int = 200  # kept
-    re_min: float = 500.0
-    re_max: float = 1500.0
-    drag: float = 0.1  # linear drag coefficient
-    forcing_wavenumber: int = 4  # f = sin(k y) x-hat
-    backend: str = "numpy"  # numpy | scipy | cupy
-    workers: int = 2  # scipy.fft workers
-    initial_seed: int | None = 0  # one initial vorticity for all trajectories (None: one per trajectory)
-
-
-@dataclass
-class Lorenz96Config:
-    d: int = 40
-    forcing: float = 8.0
-    dt: float = 0.01
+from .errors import ConfigError
 
 
 @dataclass
@@ -97,14 +56,15 @@ class EnSFConfig:
     eps_beta: float = 0.0
     mixture: bool = True  # mixture prior score (False: member-paired)
     score_clip: float | None = 1000.0  # the reference package clips the score to ±1000 (None: no clip)
-    kernel: str = "numba"  # reference | numba | cuda
+    kernel: str = "numba"  # reverse-SDE backend of the latent filters: reference | numba | cuda
+    full_space_kernel: str = "reference"  # of the full-space EnSF (large d: two BLAS products per step)
 
 
 @dataclass
 class LDEnSFConfig:
     """LD-EnSF settings on top of ``ensf`` (n_steps, mixture, clip, kernel, ensemble_size)."""
 
-    eps_alpha: float | None = None  # None: the case's reference value (SWE 0.5, Kolmogorov 0.01)
+    eps_alpha: float = 0.01  # schedule constant of the latent EnSF (the case presets: SWE 0.5, Kolmogorov 0.01)
     obs_std_floor: float = 1.0e-2  # lower bound of the latent observation std (standardised units)
     encoder: str = "auto"  # lstm | set (point-set encoder) | auto: lstm for grid sensors, set for moving ones
 
@@ -140,7 +100,8 @@ class LEVDAConfig:
 
 @dataclass
 class LDNetConfig:
-    """LDNet sizes and training (paper §3.1, Table 3); defaults are the SWE network."""
+    """LDNet sizes and training (paper §3.1, Table 3); defaults are the SWE network (each case's
+    presets set its own)."""
 
     latent: int = 10  # latent dimension d_s
     dyn_depth: int = 8  # hidden layers of the dynamics network F
@@ -160,22 +121,9 @@ class LDNetConfig:
 
 
 @dataclass
-class KolmogorovLDNetConfig(LDNetConfig):
-    """Kolmogorov-flow LDNet (Table 3): latent 9, F 9 x 200, R 15 x 500, frames every 5."""
-
-    latent: int = 9
-    dyn_depth: int = 9
-    dyn_width: int = 200
-    rec_depth: int = 15
-    rec_width: int = 500
-    dt_hat: float = 0.04
-    frame_every: int = 5
-    batch_size: int = 6
-
-
-@dataclass
 class EncoderConfig:
-    """LSTM observation encoder (paper §3.2, Table 4); defaults are the SWE encoder."""
+    """LSTM observation encoder (paper §3.2, Table 4); defaults are the SWE encoder (each case's
+    presets set its own)."""
 
     layers: int = 2
     hidden: int = 256
@@ -183,14 +131,6 @@ class EncoderConfig:
     batch_size: int = 8  # trajectories per batch
     lr: float = 1.0e-3
     epochs: int = 30000
-
-
-@dataclass
-class KolmogorovEncoderConfig(EncoderConfig):
-    layers: int = 1
-    hidden: int = 128
-    dropout: float = 0.0
-    lr: float = 1.0e-4
 
 
 @dataclass
@@ -247,11 +187,12 @@ class TrainConfig:
 
 @dataclass
 class Config:
+    """A whole run's settings. ``model`` is the case's solver section; in YAML, ``--set`` and
+    :meth:`to_dict` it is keyed by the case name (``swe: {n: 64}``, ``--set swe.n=64``)."""
+
     case: str = "swe"
     preset: str = "small"
-    swe: SWEConfig = field(default_factory=SWEConfig)
-    kolmogorov: KolmogorovConfig = field(default_factory=KolmogorovConfig)
-    lorenz96: Lorenz96Config = field(default_factory=Lorenz96Config)
+    model: Any = None
     data: DataConfig = field(default_factory=DataConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     observe: ObserveConfig = field(default_factory=ObserveConfig)
@@ -260,20 +201,22 @@ class Config:
     ld_ensf: LDEnSFConfig = field(default_factory=LDEnSFConfig)
     envar4d: EnVar4DConfig = field(default_factory=EnVar4DConfig)
     levda: LEVDAConfig = field(default_factory=LEVDAConfig)
-    ldnet_swe: LDNetConfig = field(default_factory=LDNetConfig)
-    ldnet_kolmogorov: KolmogorovLDNetConfig = field(default_factory=KolmogorovLDNetConfig)
-    encoder_swe: EncoderConfig = field(default_factory=EncoderConfig)
-    encoder_kolmogorov: KolmogorovEncoderConfig = field(default_factory=KolmogorovEncoderConfig)
+    ldnet: LDNetConfig = field(default_factory=LDNetConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     set_encoder: SetEncoderConfig = field(default_factory=SetEncoderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain values, the solver section under the case's name."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model"}
+        out = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in values.items()}
+        out[self.case] = dataclasses.asdict(self.model) if self.model is not None else {}
+        return out
 
 
-PRESETS = ("tiny", "small", "paper")
-CASES = ("swe", "kolmogorov")
+SECTIONS = tuple(f.name for f in dataclasses.fields(Config) if f.name not in ("case", "preset", "model"))
+"""The case-independent sections of a config."""
 
 
 def _coerce(tp, value, where: str):
@@ -318,10 +261,11 @@ def _build(cls, values: dict, where: str):
     return obj
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge(base: dict, extra: dict) -> dict:
+    """``extra`` merged into ``base`` recursively (new dict)."""
     out = dict(base)
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -330,7 +274,10 @@ def parse_override(text: str) -> dict:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key.sub=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({str(exc).splitlines()[0]})") from None
     for part in reversed(key.strip().split(".")):
         if not part:
             raise ConfigError(f"override {text!r} has an empty key")
@@ -338,32 +285,13 @@ def parse_override(text: str) -> dict:
     return value
 
 
-def preset_dict(name: str) -> dict:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    text = resources.files("ldensf_hpc.presets").joinpath(f"{name}.yaml").read_text()
-    return yaml.safe_load(text) or {}
-
-
-def load_config(preset: str = "small", case: str | None = None, overrides=(), path: str | Path | None = None) -> Config:
-    """Build a :class:`Config` from a preset (or YAML file), then apply overrides."""
-    values = preset_dict(preset)
-    values["preset"] = preset
-    if path is not None:
-        try:
-            values = _merge(values, yaml.safe_load(Path(path).read_text()) or {})
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    for text in overrides:
-        values = _merge(values, parse_override(text))
-    if case is not None:
-        values["case"] = case
+def build_config(values: dict, model_class: type) -> Config:
+    """A :class:`Config` from plain values; the section named ``values["case"]`` is built as ``model_class``."""
+    values = dict(values)
+    case = values.get("case")
+    if not isinstance(case, str):
+        raise ConfigError(f"case must be a name, got {case!r}")
+    model = _build(model_class, values.pop(case, None) or {}, case)
     cfg = _build(Config, values, "")
-    if cfg.case not in CASES + ("lorenz96",):
-        raise ConfigError(f"unknown case {cfg.case!r}; choose one of {', '.join(CASES)}")
+    cfg.model = model
     return cfg
-
-
-def config_from_dict(values: dict) -> Config:
-    """Rebuild a :class:`Config` from :meth:`Config.to_dict` output (e.g. HDF5 attrs)."""
-    return _build(Config, values, "")

@@ -10,7 +10,8 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import CASES, PRESETS, ConfigError
+from .cases import CASES, PRESETS
+from .errors import ConfigError
 
 JOBS_DIR = Path(__file__).resolve().parents[1] / "jobs"
 SLURM_TEMPLATES = ("generate", "generate_dask", "train", "assimilate", "timing", "scaling")

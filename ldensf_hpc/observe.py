@@ -18,8 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backend import array_module
-from .config import ConfigError
-from .errors import InputError
+from .errors import ConfigError, InputError
 
 
 @dataclass(frozen=True, eq=False)

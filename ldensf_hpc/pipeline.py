@@ -2,9 +2,9 @@
 
 Each stage reuses what an earlier run left in the work directory (a verified
 dataset, finished checkpoints), so a rerun only does what is missing; only the
-surrogates the requested methods need are trained. Every method runs on the same
+surrogates the requested methods declare are trained. Every method runs on the same
 trajectory, prior ensemble and observations at every noise level
-(:mod:`ldensf_hpc.compare`); the report holds per method and level the full-state
+(:mod:`ldensf_hpc.experiment`); the report holds per method and level the full-state
 rel-RMSE over time (paper Fig. 5-6), spread-error ratio, CRPS, parameter error and
 the timings T_d (dynamics), T_f (filter, incl. encoding), T_r (one reconstruction
 with R / the decoder), plus the capability table of the methods and the config.
@@ -13,63 +13,70 @@ Plots and a Markdown summary are written beside ``report.json``.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from . import plots
-from .compare import LABELS, RUNNERS, TestCase, capabilities, compare, ld_encoder_name, report_levels
-from .config import ConfigError
 from .data.generate import generate
 from .data.store import write_json
-from .filters.base import CAPABILITIES
-from .surrogate.train import train
+from .errors import ConfigError
+from .experiment import Experiment, compare, metrics, noise_levels
+from .filters import METHODS, make_method
+from .filters.base import CAPABILITY_DOCS
+from .surrogate import train
 
 DEFAULT_METHODS = ("free", "ensf", "latent_ensf", "ld_ensf", "letkf", "levda")
 DEFAULT_LEVELS = (0.0, 0.05, 0.1, 0.2)
 
 
 def surrogates_needed(cfg, methods) -> list[str]:
-    """Checkpoints the methods need, in training order (the LDNet always: it holds the normalisation)."""
-    needed = ["ldnet"]
-    if "ld_ensf" in methods:
-        needed.append("encoder" if ld_encoder_name(cfg) == "lstm" else "set_encoder")
-    if "latent_ensf" in methods:
-        needed.append("vae")
-    return needed
+    """The checkpoints the methods declare they need with ``cfg``."""
+    return list(dict.fromkeys(name for m in methods for name in make_method(m, cfg).surrogates(cfg)))
 
 
 def check_methods(methods) -> tuple[str, ...]:
     methods = tuple(dict.fromkeys(methods))
-    unknown = [m for m in methods if m not in RUNNERS]
-    if unknown or not methods:
-        raise ConfigError(f"unknown or no method(s) {unknown}; choose from {', '.join(RUNNERS)}")
+    if not methods:
+        raise ConfigError(f"no method given; choose from {', '.join(METHODS)}")
+    for name in methods:
+        METHODS.check(name)
     return methods
+
+
+def describe(method: str) -> dict:
+    """The capability row of ``method``: what it declares."""
+    cls = METHODS[method]
+    return {"space": cls.space, "dynamics": cls.dynamics, **asdict(cls.capabilities)}
 
 
 def assimilate_test_trajectory(cfg, data_dir, model_dir, *, methods=DEFAULT_METHODS, levels=None,
                                trajectory=None, progress: bool = True) -> dict:
     """Compare ``methods`` at every noise level on one held-out trajectory; return the report dictionary."""
     methods = check_methods(methods)
-    levels = report_levels(levels if levels is not None else [cfg.observe.noise])
-    case = TestCase(cfg, data_dir, model_dir, trajectory)
+    levels = noise_levels(levels if levels is not None else [cfg.observe.noise])
+    experiment = Experiment(cfg, data_dir, model_dir, trajectory)
 
     def show(name, level, result):
         if progress and "full_rel_rmse" in result:
             print(f"  noise {level:g}: {name:12s} rel-RMSE last {result['full_rel_rmse'][-1]:.4f}  "
                   f"wall {result['wall_s']:.2f} s", flush=True)
 
-    results = {level: compare(case, methods, level, progress=show) for level in levels}
+    results = {level: compare(experiment, methods, level, progress=show) for level in levels}
     main = cfg.observe.noise if cfg.observe.noise in levels else levels[0]
-    return {"_truth": case.truth, "case": cfg.case, "preset": cfg.preset, "trajectory": case.trajectory,
-            "ensemble_size": case.K,
-            "true_params": dict(zip(case.store.param_names, map(float, case.u_true))),
-            "times": case.times.tolist(), "latent_times": case.latent_times.tolist(),
-            "observations": {"m": int(case.grid_operator.m), "stride": cfg.observe.stride,
+    problem = experiment.problem
+    return {"_truth": experiment.truth, "case": cfg.case, "preset": cfg.preset, "trajectory": experiment.trajectory,
+            "ensemble_size": problem.K,
+            "true_params": dict(zip(experiment.store.param_names, map(float, experiment.u_true))),
+            "prior_param_rel_error": metrics.param_error(problem.prior_params, experiment.u_true),
+            "times": problem.times.tolist(), "frames": problem.frames.tolist(),
+            "observations": {"m": int(experiment.grid_operator.m), "stride": cfg.observe.stride,
                              "sensors": cfg.observe.sensors, "irregular": cfg.observe.irregular,
-                             "every_frames": case.fe, "noise_levels": levels, "main_level": main,
-                             "noise_floor": cfg.observe.noise_floor},
-            "capabilities": {m: capabilities(m) for m in methods},
+                             "every_frames": cfg.observe.every, "noise_levels": levels, "main_level": main,
+                             "noise_floor": cfg.observe.noise_floor,
+                             "noise": "level x each field's train-split std"},
+            "capabilities": {m: describe(m) for m in methods},
             "levels": {f"{level:g}": res for level, res in results.items()},
             "methods": results[main]}
 
@@ -82,21 +89,20 @@ def write_plots(report: dict, truth: np.ndarray, out: Path, field_index: int = 0
     ran = {m: r for m, r in main.items() if "full_rel_rmse" in r}
     T = len(times)
     pick = sorted({0, T // 4, T // 2, (3 * T) // 4, T - 1})
-    means = {LABELS[m]: r["_mean_fields"][pick, field_index] for m, r in ran.items()}
+    means = {METHODS[m].label: r["_mean_fields"][pick, field_index] for m, r in ran.items()}
     truth = truth[pick, field_index]
     level = report["observations"]["main_level"]
     written = [plots.field_panels({"truth": truth, **means}, times[pick], out / "fields.png",
                                   title=f"{report['case']}: field {field_index}, noise {level:g}"),
                plots.field_panels({f"{k} error": v - truth for k, v in means.items()}, times[pick],
                                   out / "fields_error.png", title="ensemble mean - truth")]
-    written.append(plots.error_curves(times, {LABELS[m]: r["full_rel_rmse"] for m, r in ran.items()},
+    written.append(plots.error_curves(times, {METHODS[m].label: r["full_rel_rmse"] for m, r in ran.items()},
                                       out / "rel_rmse.png", ylabel="relative RMSE of the full state"))
-    panels = {f"noise {level}": {LABELS[m]: r["full_rel_rmse"] for m, r in res.items() if "full_rel_rmse" in r}
+    panels = {f"noise {level}": {METHODS[m].label: r["full_rel_rmse"] for m, r in res.items() if "full_rel_rmse" in r}
               for level, res in report["levels"].items()}
     written.append(plots.error_panels(times, panels, out / "rel_rmse_levels.png",
                                       ylabel="relative RMSE of the full state"))
-    estimates = {LABELS[m]: (r["param_mean"], r["param_spread"]) for m, r in ran.items()
-                 if "param_mean" in r and m != "free"}
+    estimates = {METHODS[m].label: (r["param_mean"], r["param_spread"]) for m, r in ran.items() if "param_mean" in r}
     if estimates:
         truth = np.asarray(list(report["true_params"].values()))
         written.append(plots.parameter_estimates(times, estimates, truth, list(report["true_params"]),
@@ -121,11 +127,11 @@ def _cell(value) -> str:
 
 def capability_table(report: dict) -> str:
     """Markdown capability table generated from the methods' declared ``capabilities``."""
-    keys = list(CAPABILITIES)
+    keys = ["space", "dynamics", *CAPABILITY_DOCS]
     lines = ["| method | " + " | ".join(k.replace("_", " ") for k in keys) + " |",
              "|---|" + "---|" * len(keys)]
     for method, caps in report["capabilities"].items():
-        lines.append(f"| {LABELS[method]} | " + " | ".join(_cell(caps[k]) for k in keys) + " |")
+        lines.append(f"| {METHODS[method].label} | " + " | ".join(_cell(caps[k]) for k in keys) + " |")
     return "\n".join(lines)
 
 
@@ -137,13 +143,14 @@ def summary_table(report: dict) -> str:
     for level, results in report["levels"].items():
         for name, r in results.items():
             if "skipped" in r:
-                lines.append(f"| {level} | {LABELS[name]} | skipped: {r['skipped']} |" + " |" * 9)
+                lines.append(f"| {level} | {METHODS[name].label} | skipped: {r['skipped']} |" + " |" * 9)
                 continue
             err = np.asarray(r["full_rel_rmse"])
-            pe = f"{r['param_rel_error'][-1]:.4f}" if "param_rel_error" in r and name != "free" else "-"
+            pe = f"{r['param_rel_error'][-1]:.4f}" if "param_rel_error" in r else "-"
             times = " | ".join(f"{r[k]:.4g}" if k in r else "-" for k in ("T_d", "T_f", "T_r", "wall_s"))
-            lines.append(f"| {level} | {LABELS[name]} | {err[-1]:.4f} | {err.mean():.4f} | "
-                         f"{np.mean(r['spread_error_ratio']):.3g} | {np.mean(r['crps']):.4g} | {pe} | {times} | "
+            crps = f"{np.mean(r['crps']):.4g}" if "crps" in r else "-"
+            lines.append(f"| {level} | {METHODS[name].label} | {err[-1]:.4f} | {err.mean():.4f} | "
+                         f"{np.mean(r['spread_error_ratio']):.3g} | {crps} | {pe} | {times} | "
                          f"{r['state_dim']} |")
     return "\n".join(lines)
 
@@ -163,7 +170,7 @@ def run(cfg, workdir=None, *, methods=DEFAULT_METHODS, levels=None, generate_bac
         progress: bool = True) -> dict:
     """The whole pipeline; returns the report (also written to ``WORKDIR/report.json`` and ``report.md``)."""
     methods = check_methods(methods)
-    levels = report_levels(levels if levels is not None else [cfg.observe.noise])
+    levels = noise_levels(levels if levels is not None else [cfg.observe.noise])
     work = Path(workdir or Path("runs") / f"{cfg.case}-{cfg.preset}")
     data_dir, model_dir = work / "data", work / "models"
     stages = {}
@@ -171,9 +178,7 @@ def run(cfg, workdir=None, *, methods=DEFAULT_METHODS, levels=None, generate_bac
     generate(cfg, data_dir, backend=generate_backend, progress=progress)
     stages["generate"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    summaries = {}
-    for name in surrogates_needed(cfg, methods):
-        summaries.update(train(cfg, data_dir, model_dir, model=name, progress=progress))
+    summaries = train(cfg, data_dir, model_dir, surrogates_needed(cfg, methods), progress=progress)
     stages["train"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     report = assimilate_test_trajectory(cfg, data_dir, model_dir, methods=methods, levels=levels,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ldensf_hpc.config import load_config
+from ldensf_hpc.cases import load_config
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
@@ -33,12 +33,13 @@ def run_quick(script: str, tmp_path: Path, *args: str) -> tuple[dict, str]:
 
 
 def test_paper_trajectories_match_the_paper():
-    """SWE: 2000 steps, 50 analyses every 40 steps, 51 latent steps; Kolmogorov: 100 + 200 frames
-    of 10 steps, 40 analyses every 5 frames, 40 latent steps."""
+    """SWE: 2000 steps, 50 analyses every 40 steps, 51 latent steps; Kolmogorov: 100 warm-up + 200
+    stored frames of 10 steps, observations every 5 frames: 40 latent steps, 39 EnSF analyses after
+    the prior, 2950 steps to the last observation."""
     swe = timing_study.full_trajectory(load_config("paper", case="swe"))
     kol = timing_study.full_trajectory(load_config("paper", case="kolmogorov"))
     assert (swe.warmup_steps, swe.gap, swe.cycles, swe.latent_steps, swe.total_steps) == (0, 40, 50, 51, 2000)
-    assert (kol.warmup_steps, kol.gap, kol.cycles, kol.latent_steps, kol.total_steps) == (1000, 50, 40, 40, 3000)
+    assert (kol.warmup_steps, kol.gap, kol.cycles, kol.latent_steps, kol.total_steps) == (1000, 50, 39, 40, 2950)
 
 
 def test_extrapolation_is_linear():

@@ -2,18 +2,20 @@
 import numpy as np
 import pytest
 import torch
-from test_dataset import write_gaussian_dataset
 from resume import assert_resume_is_exact
+from test_dataset import write_gaussian_dataset
 from test_ldnet import tiny_config
 
 from ldensf_hpc.config import EncoderConfig
 from ldensf_hpc.data.dataset import Normalization, TrajectoryStore, observation_sequences, split_indices
 from ldensf_hpc.errors import DataError, InputError
-from ldensf_hpc.surrogate import LSTMEncoder, load
-from ldensf_hpc.surrogate.train import observation_operator, relative_error, train_encoder, train_ldnet
+from ldensf_hpc.surrogate import load
+from ldensf_hpc.surrogate.encoder import LSTMEncoder, train_encoder
+from ldensf_hpc.surrogate.ldnet import train_ldnet
+from ldensf_hpc.surrogate.training import observation_operator, relative_error
 
-TINY_ENCODER = ["observe.stride=4", "encoder_swe.layers=1", "encoder_swe.hidden=32", "encoder_swe.batch_size=2",
-                "encoder_swe.lr=1.0e-2", "encoder_swe.dropout=0.0"]
+TINY_ENCODER = ["observe.stride=4", "encoder.layers=1", "encoder.hidden=32", "encoder.batch_size=2",
+                "encoder.lr=1.0e-2", "encoder.dropout=0.0"]
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -24,7 +26,7 @@ def trained(tmp_path_factory):
     """A quickly trained LDNet (its latent trajectories are the targets) and an encoder on top."""
     root = tmp_path_factory.mktemp("encoder")
     write_gaussian_dataset(root / "data", n_trajectories=10, n_frames=5, n=12, n_params=1)
-    cfg = tiny_config("ldnet_swe.epochs=30", "ldnet_swe.retrain_epochs=5", "encoder_swe.epochs=200", *TINY_ENCODER)
+    cfg = tiny_config("ldnet.epochs=30", "ldnet.retrain_epochs=5", "encoder.epochs=200", *TINY_ENCODER)
     with pytest.raises(DataError, match="no checkpoint"):
         train_encoder(cfg, root / "data", root / "out", progress=False)
 
@@ -105,8 +107,8 @@ def test_loaded_encoder_reproduces_the_reported_errors(trained, tmp_path):
 
 def test_encoder_resume_with_dropout_matches_uninterrupted(trained, tmp_path):
     root = trained[0]
-    cfg2 = tiny_config("ldnet_swe.epochs=30", "ldnet_swe.retrain_epochs=5", "encoder_swe.epochs=4", *TINY_ENCODER,
-                       "encoder_swe.layers=2", "encoder_swe.dropout=0.3")
+    cfg2 = tiny_config("ldnet.epochs=30", "ldnet.retrain_epochs=5", "encoder.epochs=4", *TINY_ENCODER,
+                       "encoder.layers=2", "encoder.dropout=0.3")
     for d in "ab":
         (tmp_path / d).mkdir()
         (tmp_path / d / "ldnet.pt").write_bytes((root / "out" / "ldnet.pt").read_bytes())

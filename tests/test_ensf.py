@@ -1,21 +1,26 @@
-"""EnSF: score formulas, noise convention, and the linear-Gaussian posterior (Kalman) check."""
+"""Full-space EnSF: the score and the kernel path, the stability floor, and the linear-Gaussian posterior."""
 import numpy as np
 import pytest
-
-from ldensf_hpc.config import ConfigError, load_config
-from ldensf_hpc.errors import InputError
-from ldensf_hpc.filters.base import Observation, make_filter
-from ldensf_hpc.filters.ensf import EnSF, mixture_score, paired_score
-from ldensf_hpc.filters.score_sde import draw_noise
-from ldensf_hpc.observe import full_operator
-
 from problems import K_LARGE, linear_gaussian
 
+from ldensf_hpc import kernels
+from ldensf_hpc.cases import load_config
+from ldensf_hpc.errors import ConfigError
+from ldensf_hpc.filters import make_method
+from ldensf_hpc.filters.base import Observation
+from ldensf_hpc.filters.ensf import EnSF
+from ldensf_hpc.kernels.reference import philox_normals
+from ldensf_hpc.observe import full_operator
+from ldensf_hpc.sde import schedule
 
-def test_mixture_score_is_the_gradient_of_the_log_mixture_density():
+
+def test_first_euler_step_follows_the_gradient_of_the_log_mixture_density():
+    """At tau = 1 the likelihood is fully damped (h = 0): one Euler step moves x by
+    dt g2 grad log sum_k N(x; alpha x_k, beta2) (eqs. 11-12), checked by central differences."""
     rng = np.random.default_rng(0)
-    members, x = rng.standard_normal((6, 3)), rng.standard_normal((5, 3))
-    alpha, beta2 = 0.7, 0.3
+    members, x0 = rng.standard_normal((6, 3)), rng.standard_normal((6, 3))
+    sde = schedule(1)
+    alpha, beta2 = sde.alpha[0], sde.beta2[0]
 
     def log_density(z):  # log sum_k exp(-|z - alpha x_k|^2 / (2 beta2)), up to a constant
         e = -((z[None, :] - alpha * members) ** 2).sum(axis=1) / (2 * beta2)
@@ -23,20 +28,30 @@ def test_mixture_score_is_the_gradient_of_the_log_mixture_density():
 
     h = 1e-6
     fd = np.array([[(log_density(xi + h * ej) - log_density(xi - h * ej)) / (2 * h) for ej in np.eye(3)]
-                   for xi in x])
-    score = mixture_score(x, members, (members**2).sum(axis=1), alpha, beta2)
-    np.testing.assert_allclose(score, fd, rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(paired_score(x[:6], members[:5], alpha, beta2), -(x - alpha * members[:5]) / beta2)
+                   for xi in x0])
+    noise = np.stack([x0, np.zeros((6, 3))])
+    got = kernels.ensf_update(members, np.zeros(3), inv_var=np.zeros(3), n_steps=1, noise=noise, backend="reference")
+    np.testing.assert_allclose(got, (1 - sde.dt * sde.drift[0]) * x0 + sde.dt * sde.g2[0] * fd, rtol=1e-6, atol=1e-8)
 
 
-def test_pre_drawn_noise_equals_drawing_from_the_rng():
+def test_full_space_analysis_is_the_plain_algorithm_with_a_selection_operator():
+    """EnSF through the kernel (likelihood score inv_var (y - x), 0 where unobserved) equals Algorithm 1
+    written with H^T R^-1 (y - H x), with the same Philox noise."""
     forecast, obs, *_ = linear_gaussian(0.5, K=30)
-    filt = EnSF(n_steps=20)
-    a = filt.analyse(forecast, obs, np.random.default_rng(3))
-    b = filt.analyse(forecast, obs, None, noise=draw_noise(np.random.default_rng(3), 20, 30, 4))
-    np.testing.assert_array_equal(a, b)
-    with pytest.raises(InputError, match="noise must have shape"):
-        filt.analyse(forecast, obs, None, noise=np.zeros((20, 30, 4)))
+    filt = EnSF(n_steps=20, score_clip=50.0)
+    got = filt.analyse(forecast, obs, np.random.default_rng(3))
+    seed = int(np.random.default_rng(3).integers(0, 2**63))
+    sde, x = filt.sde, philox_normals(seed, 0, 30, 4)
+    for i in range(20):
+        a, b2 = sde.alpha[i], sde.beta2[i]
+        logw = -(((x[:, None] - a * forecast[None]) ** 2).sum(axis=2)) / (2 * b2)
+        w = np.exp(logw - logw.max(axis=1, keepdims=True))
+        mean = (w / w.sum(axis=1, keepdims=True)) @ forecast
+        score = np.clip(-(x - a * mean) / b2 + sde.damping[i] * obs.likelihood_score(x), -50, 50)
+        x = x - sde.dt * (sde.drift[i] * x - sde.g2[i] * score) + np.sqrt(sde.dt * sde.g2[i]) * \
+            philox_normals(seed, i + 1, 30, 4)
+    np.testing.assert_allclose(got, x, rtol=1e-9, atol=1e-9)
+    assert EnSF().assumed_std(np.array([0.01, 1.0]))[0] == pytest.approx(1.1 * EnSF().sde.stable_std())
 
 
 def test_uninformative_observation_reproduces_the_forecast_ensemble():
@@ -78,9 +93,9 @@ def test_observation_moves_the_analysis_towards_the_kalman_posterior():
 
 
 def test_built_from_config_and_rejects_bad_settings():
-    cfg = load_config("tiny", case="lorenz96")
-    filt = make_filter("ensf", cfg)
-    assert isinstance(filt, EnSF) and filt.n_steps == cfg.ensf.n_steps
+    cfg = load_config("tiny")
+    filt = make_method("ensf", cfg)
+    assert isinstance(filt, EnSF) and filt.n_steps == cfg.ensf.n_steps and filt.kernel == cfg.ensf.full_space_kernel
     with pytest.raises(ConfigError, match="n_steps"):
         EnSF(n_steps=0)
     with pytest.raises(ConfigError, match="score_clip"):

@@ -1,17 +1,18 @@
 """4DEnVar: the linear-Gaussian smoother (batch posterior of x0 given every window
-observation), sliding windows, joint parameter estimation, the zero-length window
-(= ETKF) and Lorenz-96."""
+observation), sliding windows, joint parameter estimation, one-observation windows of a
+static model (= the Kalman update, = the ETKF's cycles) and Lorenz-96."""
 import numpy as np
 import pytest
-from problems import linear_gaussian
+from problems import StaticModel, linear_gaussian, twin
 
-from ldensf_hpc.config import ConfigError, Lorenz96Config, load_config
-from ldensf_hpc.errors import InputError
-from ldensf_hpc.filters.base import Observation, assimilate, make_filter
+from ldensf_hpc.cases import load_config
+from ldensf_hpc.errors import ConfigError, InputError
+from ldensf_hpc.filters import make_method
+from ldensf_hpc.filters.base import Observation
 from ldensf_hpc.filters.envar4d import EnVar4D
 from ldensf_hpc.filters.letkf import LETKF
 from ldensf_hpc.models import trajectory
-from ldensf_hpc.models.lorenz96 import Lorenz96
+from ldensf_hpc.models.lorenz96 import Lorenz96, Lorenz96Config
 from ldensf_hpc.observe import ObservationOperator, full_operator, grid_operator
 
 
@@ -116,9 +117,10 @@ def test_inflation_scales_the_prior_covariance():
     np.testing.assert_allclose(res.analysis_std[0] ** 2, np.diag(cov), rtol=1e-9)
 
 
-def test_zero_length_window_is_the_kalman_update_of_the_ensemble_statistics():
+def test_one_observation_of_a_static_model_is_the_kalman_update_of_the_ensemble_statistics():
     forecast, obs, *_ = linear_gaussian(0.5, K=30)
-    analysis = EnVar4D(inflation=1.2).analyse(forecast, obs)
+    analysis = EnVar4D(window=1, inflation=1.2).run(StaticModel(), forecast, [obs], 1, keep_members=True)
+    analysis = analysis.trajectory_members[0]
     P = 1.2**2 * np.cov(forecast.T)
     H = np.eye(4)[:2]
     gain = P @ H.T @ np.linalg.inv(H @ P @ H.T + np.diag(obs.std**2))
@@ -155,16 +157,16 @@ def test_lorenz96_window_smoother_tracks_the_truth():
     assert np.sqrt(((free - truth[1:]) ** 2).mean(axis=1))[-12:].mean() > 5 * errors[1]
 
 
-def test_plugs_into_the_sequential_driver_as_the_global_etkf():
+def test_one_observation_windows_of_a_static_model_are_the_global_etkf_cycles():
     """Anomaly inflation rho is the LETKF's covariance inflation rho^2: identical cycles."""
-    model, truth, ensemble, obs = _lorenz96(12, 15, seed=1)
+    _, truth, ensemble, obs = _lorenz96(12, 15, seed=1)
+    filt = make_method("envar4d", load_config("tiny", overrides=["envar4d.inflation=1.05", "envar4d.window=1"]))
+    assert filt.inflation == 1.05 and filt.window == 1
+    res = filt.run(StaticModel(), ensemble, obs, 2)
     op, std, y = obs[0].operator, obs[0].std, [o.y for o in obs]
-    filt = make_filter("envar4d", load_config("tiny", case="lorenz96", overrides=["envar4d.inflation=1.05"]))
-    assert filt.inflation == 1.05 and filt.window == 5
-    res = assimilate(model, filt, ensemble, truth, op, std, 2, observations=y)
-    ref = assimilate(model, LETKF(radius=None, inflation=1.05**2), ensemble, truth, op, std, 2, observations=y)
-    np.testing.assert_allclose(res.analysis_mean, ref.analysis_mean, atol=1e-9)
-    np.testing.assert_allclose(res.analysis_std, ref.analysis_std, atol=1e-9)
+    ref = twin(StaticModel(), LETKF(radius=None, inflation=1.05**2), ensemble, truth, op, std, 2, observations=y)
+    np.testing.assert_allclose(res.trajectory_mean, ref.analysis_mean, atol=1e-9)
+    np.testing.assert_allclose(res.trajectory_std, ref.cycles.analysis.std, atol=1e-9)
 
 
 def test_bad_input_raises_clear_errors():

@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from ldensf_hpc import __version__
+from ldensf_hpc import __version__, cases
 from ldensf_hpc.backend import rng_for
+from ldensf_hpc.cases import config_from_dict, load_config
 from ldensf_hpc.cli import main
-from ldensf_hpc.config import config_from_dict, load_config
 from ldensf_hpc.data import store
-from ldensf_hpc.data.generate import build_model, frame_schedule, generate, simulate
+from ldensf_hpc.data.generate import frame_schedule, generate, simulate
 from ldensf_hpc.errors import DataError
 
 CASES = ("swe", "kolmogorov")
@@ -72,13 +72,13 @@ def cluster():
 @pytest.mark.parametrize("case", CASES)
 def test_tiny_dataset_layout_and_contents(reference, case):
     cfg = load_config("tiny", case=case)
-    model, schedule = build_model(cfg), frame_schedule(cfg)
+    model, schedule = cases.get(cfg.case).model(cfg), frame_schedule(cfg)
     n, T = cfg.data.n_trajectories, schedule.n_frames
     with store.open_dataset(reference / case) as f:
         attrs = dict(f.attrs)
         fields, params, t, x, y = (f[k][()] for k in ("fields", "params", "time", "x", "y"))
         assert f["fields"].is_virtual and f["fields"].dtype == np.float32
-    section = getattr(cfg, case)
+    section = cfg.model
     if case == "swe":  # every save_every-th of n_steps steps, initial state included
         assert T == section.n_steps // section.save_every + 1
     else:  # warmup_frames dropped, n_frames kept

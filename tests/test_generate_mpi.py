@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from ldensf_hpc.config import load_config
+from ldensf_hpc.cases import load_config
 from ldensf_hpc.data import store
 from ldensf_hpc.data.generate import generate
-from ldensf_hpc.errors import DataError
-from ldensf_hpc.models import SolverError
+from ldensf_hpc.errors import DataError, SolverError
 
 
 def digests(root: Path) -> dict[str, str]:

@@ -17,10 +17,10 @@ import pytest
 
 from ldensf_hpc.backend import BackendError, cupy_available
 from ldensf_hpc.errors import InputError
-from ldensf_hpc.filters.score_sde import schedule
 from ldensf_hpc.kernels import BACKENDS, TABLE_COLUMNS, ensf_update, reference
-from ldensf_hpc.kernels.cpu import _member_normals
+from ldensf_hpc.kernels.philox import member_normals, normals
 from ldensf_hpc.kernels.reference import philox4x32, philox_normals
+from ldensf_hpc.sde import schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_SOURCE = ROOT / "kernels" / "cuda" / "ensf_fused.cu"
@@ -128,8 +128,10 @@ def test_numba_normals_are_the_philox_stream():
     seed, d, n = 2**40 + 12345, 10, 7
     want = np.stack([philox_normals(seed, s, 5, d)[3] for s in range(n)])
     got = np.empty((n, d))
-    _member_normals(got, np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32), 3)
+    member_normals(got, np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32), 3)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-13)
+    for d in (1, 2, 3, 5, 9):  # one noise index for a block of members (the full-space EnSF's draw)
+        np.testing.assert_allclose(normals(seed, 4, 2, 6, d), philox_normals(seed, 4, 8, d)[2:], rtol=0, atol=1e-13)
     z = np.stack([philox_normals(seed, s, 500, 4) for s in range(4)]).ravel()
     assert abs(z.mean()) < 0.05 and abs(z.std() - 1) < 0.05
 
@@ -149,6 +151,36 @@ def test_seeded_backends_draw_the_same_noise(dtype):
     again = ensf_update(prior, obs, obs_std, n_steps=n_steps, seed=seed)
     other = ensf_update(prior, obs, obs_std, n_steps=n_steps, seed=seed + 1)
     assert np.array_equal(again, got) and np.abs(other - got).max() > 0.1
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+@pytest.mark.parametrize("mixture", [True, False])
+def test_rows_draw_exactly_those_samples(backend, mixture):
+    """A block of members' samples (an MPI rank's share) equals those rows of the whole analysis,
+    seeded or with a noise array."""
+    prior, obs, obs_std, noise = problem(23, 7, 30, seed=2)
+    for kwargs in (dict(seed=77), dict(noise=noise)):
+        whole = ensf_update(prior, obs, obs_std, n_steps=30, mixture=mixture, backend=backend, **kwargs)
+        for rows in (slice(0, 1), slice(5, 17), slice(20, 23)):
+            part = ensf_update(prior, obs, obs_std, n_steps=30, mixture=mixture, backend=backend, rows=rows, **kwargs)
+            assert close32(part, whole[rows])
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+def test_zero_inverse_variance_is_an_unobserved_component(backend):
+    """inv_var = 0 (a selection operator's unobserved component): its observed value is ignored, and the
+    other components see the same update as with their own std."""
+    prior, obs, obs_std, _ = problem(16, 6, 40, seed=4)
+    inv_var = 1.0 / obs_std**2
+    inv_var[[1, 4]] = 0.0
+    a = ensf_update(prior, obs, inv_var=inv_var, n_steps=40, seed=3, backend=backend)
+    moved = obs.copy()
+    moved[[1, 4]] += 100.0
+    b = ensf_update(prior, moved, inv_var=inv_var, n_steps=40, seed=3, backend=backend)
+    np.testing.assert_array_equal(a, b)
+    c = ensf_update(prior, obs, inv_var=1.0 / obs_std**2, n_steps=40, seed=3, backend=backend)
+    d = ensf_update(prior, obs, obs_std, n_steps=40, seed=3, backend=backend)
+    assert close32(c, d) and np.abs(a - c).max() > 1e-3
 
 
 def test_uninformative_observation_returns_the_prior():
@@ -187,6 +219,10 @@ def test_gaussian_observation_moves_towards_the_kalman_posterior():
     (dict(obs=np.zeros(4)), "obs must have shape"),
     (dict(obs_std=np.ones(2)), "obs_std must be"),
     (dict(obs_std=0.0), "obs_std must be positive"),
+    (dict(obs_std=None), "exactly one of obs_std and inv_var"),
+    (dict(obs_std=None, inv_var=-np.ones(3)), "inv_var must be >= 0"),
+    (dict(rows=slice(2, 5)), "rows must be a contiguous"),
+    (dict(rows=slice(0, 3, 2)), "rows must be a contiguous"),
     (dict(prior=np.array([[0.0, np.nan, 1], [1, 2, 3]])), "prior contains NaN"),
     (dict(obs=np.array([0.0, np.inf, 1])), "obs contains NaN"),
     (dict(noise=np.zeros((5, 3, 3))), "noise must have shape"),

@@ -7,10 +7,12 @@ import math
 import numpy as np
 import pytest
 
+from ldensf_hpc import cases
 from ldensf_hpc.backend import cupy_available, to_numpy
-from ldensf_hpc.config import ConfigError, KolmogorovConfig, load_config
-from ldensf_hpc.models import SolverError, make_model, trajectory
-from ldensf_hpc.models.kolmogorov import FFT_BACKENDS, Kolmogorov, energy_spectrum
+from ldensf_hpc.cases import load_config
+from ldensf_hpc.errors import ConfigError, SolverError
+from ldensf_hpc.models import trajectory
+from ldensf_hpc.models.kolmogorov import FFT_BACKENDS, Kolmogorov, KolmogorovConfig, energy_spectrum
 
 
 def model(**overrides):
@@ -192,12 +194,12 @@ def test_from_fields_drops_divergence_and_mean_flow():
 
 def test_protocol_with_trajectory_and_tiny_preset():
     cfg = load_config("tiny", case="kolmogorov")
-    m = make_model("kolmogorov", cfg)
+    m = cases.get("kolmogorov").model(cfg)
     params = m.sample_params(np.random.default_rng(0), 2)
     assert params.shape == (2, 1) and np.all((params >= 500.0) & (params <= 1500.0))
-    frames = trajectory(m, m.initial_state(params, np.random.default_rng(1)), params, 3, cfg.kolmogorov.steps_per_frame)
+    frames = trajectory(m, m.initial_state(params, np.random.default_rng(1)), params, 3, cfg.model.steps_per_frame)
     assert frames.shape == (2, 4, 2, 32, 32) and np.all(np.isfinite(frames))
-    assert m.field_names == ("u", "v") and m.param_names == ("Re",) and m.dt == cfg.kolmogorov.dt
+    assert m.field_names == ("u", "v") and m.param_names == ("Re",) and m.dt == cfg.model.dt
     assert m.grid["n"] == 32 and m.grid["length"] == pytest.approx(2 * math.pi)
 
 

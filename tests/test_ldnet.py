@@ -10,16 +10,17 @@ import pytest
 import torch
 from test_dataset import gaussian_fields, write_gaussian_dataset
 
-from ldensf_hpc.config import ConfigError, LDNetConfig, load_config
+from ldensf_hpc.cases import load_config
+from ldensf_hpc.config import LDNetConfig
 from ldensf_hpc.data.dataset import Normalization
-from ldensf_hpc.errors import DataError
-from ldensf_hpc.surrogate import LDNet, load, load_checkpoint
-from ldensf_hpc.surrogate.train import train_ldnet
+from ldensf_hpc.errors import ConfigError, DataError
+from ldensf_hpc.surrogate import load, load_checkpoint
+from ldensf_hpc.surrogate.ldnet import LDNet, train_ldnet
 
-TINY_LDNET = ["ldnet_swe.latent=4", "ldnet_swe.dyn_depth=2", "ldnet_swe.dyn_width=32", "ldnet_swe.rec_depth=3",
-              "ldnet_swe.rec_width=64", "ldnet_swe.fourier_features=0", "ldnet_swe.activation=gelu",
-              "ldnet_swe.frame_every=2", "ldnet_swe.dt_hat=0.5", "ldnet_swe.batch_size=2", "ldnet_swe.lr=6.0e-3",
-              "ldnet_swe.retrain_lr=3.0e-4", "data.points_per_frame=144", "data.seed=0", "train.seed=0",
+TINY_LDNET = ["ldnet.latent=4", "ldnet.dyn_depth=2", "ldnet.dyn_width=32", "ldnet.rec_depth=3",
+              "ldnet.rec_width=64", "ldnet.fourier_features=0", "ldnet.activation=gelu",
+              "ldnet.frame_every=2", "ldnet.dt_hat=0.5", "ldnet.batch_size=2", "ldnet.lr=6.0e-3",
+              "ldnet.retrain_lr=3.0e-4", "data.points_per_frame=144", "data.seed=0", "train.seed=0",
               "train.patience=1000", "train.device=cpu"]
 
 
@@ -48,7 +49,7 @@ def trained(tmp_path_factory):
     """Train to convergence, interrupted after the last joint epoch so stage two can be checked."""
     root = tmp_path_factory.mktemp("ldnet")
     write_gaussian_dataset(root / "data", n_trajectories=10, n_frames=5, n=12, n_params=1)
-    cfg = tiny_config("ldnet_swe.epochs=150", "ldnet_swe.retrain_epochs=50")
+    cfg = tiny_config("ldnet.epochs=150", "ldnet.retrain_epochs=50")
     with pytest.raises(Interrupt):
         train_ldnet(cfg, root / "data", root / "out", progress=False, callback=interrupt_at("joint", 149, []))
     before = load_checkpoint(root / "out" / "ldnet.pt")["training"]["best_state"]  # weights entering stage two
@@ -152,7 +153,7 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
 
 def test_resume_after_interrupt_matches_uninterrupted_run(tmp_path):
     write_gaussian_dataset(tmp_path / "data", n_trajectories=5, n_frames=3, n=8, n_params=2)
-    cfg = tiny_config("ldnet_swe.epochs=3", "ldnet_swe.retrain_epochs=2", "data.points_per_frame=20")
+    cfg = tiny_config("ldnet.epochs=3", "ldnet.retrain_epochs=2", "data.points_per_frame=20")
     ref = train_ldnet(cfg, tmp_path / "data", tmp_path / "a", progress=False)
     with pytest.raises(Interrupt):
         train_ldnet(cfg, tmp_path / "data", tmp_path / "b", progress=False, callback=interrupt_at("joint", 0, []))
@@ -169,7 +170,7 @@ def test_resume_after_interrupt_matches_uninterrupted_run(tmp_path):
     train_ldnet(cfg, tmp_path / "data", tmp_path / "b", progress=False, callback=lambda p, e: calls.append(p))
     assert calls == []
     with pytest.raises(DataError, match="another configuration"):
-        train_ldnet(tiny_config("ldnet_swe.epochs=4"), tmp_path / "data", tmp_path / "b", progress=False)
+        train_ldnet(tiny_config("ldnet.epochs=4"), tmp_path / "data", tmp_path / "b", progress=False)
 
 
 def test_bad_settings_are_named():

@@ -1,20 +1,20 @@
 """LETKF (Kalman posterior, localisation, inflation, Lorenz-96), the filter interface and the driver."""
-import importlib
 
 import numpy as np
 import pytest
 import scipy.linalg
+from problems import K_LARGE, linear_gaussian, twin
 
-from ldensf_hpc.config import ConfigError, Lorenz96Config, load_config
-from ldensf_hpc.errors import InputError
-from ldensf_hpc.filters.base import FILTERS, Observation, assimilate, make_filter
+from ldensf_hpc.cases import load_config
+from ldensf_hpc.errors import ConfigError, InputError
+from ldensf_hpc.filters import METHODS, make_method
+from ldensf_hpc.filters.base import Observation
+from ldensf_hpc.filters.cycle import cycle
 from ldensf_hpc.filters.ensf import EnSF
 from ldensf_hpc.filters.letkf import LETKF, distances, gaspari_cohn
 from ldensf_hpc.models import trajectory
-from ldensf_hpc.models.lorenz96 import Lorenz96
+from ldensf_hpc.models.lorenz96 import Lorenz96, Lorenz96Config
 from ldensf_hpc.observe import ObservationOperator, full_operator, grid_operator, moving_points
-
-from problems import K_LARGE, linear_gaussian
 
 
 def test_gaspari_cohn_taper_and_periodic_distance():
@@ -108,12 +108,12 @@ def _lorenz96_twin(n_cycles, K=20, seed=0):
 def test_lorenz96_letkf_accuracy_and_ensf_on_the_same_setup():
     """Every variable observed with unit noise every 0.05; K = 20; 300 cycles, first 100 spin-up."""
     model, truth, ensemble, op = _lorenz96_twin(300)
-    letkf = assimilate(model, LETKF(radius=8.0, inflation=1.02), ensemble, truth, op, np.ones(40), 5)
-    ensf = assimilate(model, EnSF(), ensemble, truth, op, np.ones(40), 5)
-    letkf_rmse = letkf.summary(spinup=100)["analysis_rmse"]
-    ensf_rmse = ensf.summary(spinup=100)["analysis_rmse"]
-    print(f"Lorenz-96 time-averaged analysis RMSE: LETKF {letkf_rmse:.3f} (T_f {letkf.T_f:.2f} s), "
-          f"EnSF {ensf_rmse:.3f} (T_f {ensf.T_f:.2f} s)")
+    letkf = twin(model, LETKF(radius=8.0, inflation=1.02), ensemble, truth, op, np.ones(40), 5)
+    ensf = twin(model, EnSF(), ensemble, truth, op, np.ones(40), 5)
+    letkf_rmse = letkf.analysis_rmse[100:].mean()
+    ensf_rmse = ensf.analysis_rmse[100:].mean()
+    print(f"Lorenz-96 time-averaged analysis RMSE: LETKF {letkf_rmse:.3f} (T_f {letkf.cycles.T_f:.2f} s), "
+          f"EnSF {ensf_rmse:.3f} (T_f {ensf.cycles.T_f:.2f} s)")
     assert letkf_rmse <= 0.22
     assert np.all(np.isfinite(ensf.analysis_rmse))
 
@@ -123,15 +123,16 @@ def test_driver_records_every_cycle_and_is_reproducible():
     truth = truth[:4]
     steps = [5, 3, 7]  # irregular observation times
     filt = LETKF(radius=5.0, inflation=1.02)
-    a = assimilate(model, filt, ensemble, truth, op, np.ones(40), steps, seed=3)
-    b = assimilate(model, filt, ensemble, truth, op, np.ones(40), steps, seed=3)
+    a = twin(model, filt, ensemble, truth, op, np.ones(40), steps, seed=3)
+    b = twin(model, filt, ensemble, truth, op, np.ones(40), steps, seed=3)
     np.testing.assert_array_equal(a.analysis_mean, b.analysis_mean)
-    np.testing.assert_array_equal(a.steps, [5, 8, 15])
-    assert a.forecast_mean.shape == a.analysis_std.shape == (3, 40)
-    assert a.T_d > 0 and a.T_f > 0
+    assert a.forecast_mean.shape == a.cycles.analysis.std.shape == (3, 40)
+    assert a.cycles.T_d > 0 and a.cycles.T_f > 0
+    # the final state is the last analysis, run forward by the given steps
+    np.testing.assert_allclose(a.cycles.state.mean(axis=0), a.analysis_mean[-1])
     # given observations replace the drawn ones
     zeros = [np.zeros(40)] * 3
-    c = assimilate(model, filt, ensemble, truth, op, np.ones(40), steps, observations=zeros)
+    c = twin(model, filt, ensemble, truth, op, np.ones(40), steps, observations=zeros)
     assert not np.allclose(c.analysis_mean, a.analysis_mean)
     # the forecast of cycle 0 is the model run from the initial ensemble
     np.testing.assert_allclose(a.forecast_mean[0], model.step(ensemble, None, 5).mean(axis=0))
@@ -167,13 +168,12 @@ def test_driver_takes_moving_sensors_and_keeps_members():
     model, truth, ensemble, _ = _lorenz96_twin(60)
     ops = moving_points((40,), 20, 60, np.random.default_rng(4), periodic=True)
     stds = [np.ones(op.m) for op in ops]
-    res = assimilate(model, LETKF(radius=6.0, inflation=1.05), ensemble, truth, ops, stds, 5, keep_members=True)
-    free = assimilate(model, LETKF(), ensemble, truth, ops, [1e6 * s for s in stds], 5)  # no weight on the data
+    res = twin(model, LETKF(radius=6.0, inflation=1.05), ensemble, truth, ops, stds, 5, keep_members=True)
+    free = twin(model, LETKF(), ensemble, truth, ops, [1e6 * s for s in stds], 5)  # no weight on the data
     assert res.analysis_rmse[20:].mean() < 0.5 * free.analysis_rmse[20:].mean()
-    assert res.analysis_members.shape == (60, len(ensemble), 40)
-    np.testing.assert_allclose(res.analysis_members.mean(axis=1), res.analysis_mean)
-    with pytest.raises(InputError, match="operators and"):
-        assimilate(model, LETKF(), ensemble, truth, ops[:3], stds[:3], 5)
+    members = res.cycles.analysis.members
+    assert members.shape == (60, len(ensemble), 40)
+    np.testing.assert_allclose(members.mean(axis=1), res.analysis_mean, atol=1e-6)
 
 
 def test_driver_runs_a_multi_field_model_through_the_protocol():
@@ -184,21 +184,20 @@ def test_driver_runs_a_multi_field_model_through_the_protocol():
     truth = np.stack([np.roll(x0, c, axis=-1) for c in range(9)])
     ensemble = _smooth_fields(rng, 16)
     op = grid_operator((2, 8, 8), stride=2, periodic=True)
-    result = assimilate(model, LETKF(radius=4.0, inflation=1.0), ensemble, truth, op, np.full(op.m, 0.1), 1)
-    assert result.ensemble.shape == (16, 2, 8, 8)
+    result = twin(model, LETKF(radius=4.0, inflation=1.0), ensemble, truth, op, np.full(op.m, 0.1), 1)
+    assert result.cycles.state.shape == (16, 2, 8, 8)
     assert np.all(result.analysis_rmse < result.forecast_rmse)
     assert result.analysis_rmse[-1] < 0.2 * result.forecast_rmse[0]
 
 
 def _sequential_filters():
-    """Registered filters with the one-time ``analyse`` interface (LEVDA works on whole windows)."""
-    return [name for name, (module, cls) in sorted(FILTERS.items())
-            if hasattr(getattr(importlib.import_module(module), cls), "analyse")]
+    """Registered methods with the one-time ``analyse`` of the sequential driver (smoothers work on windows)."""
+    return [name for name in METHODS if hasattr(METHODS[name], "analyse")]
 
 
 @pytest.mark.parametrize("name", _sequential_filters())
 def test_filters_reject_bad_input(name):
-    filt = make_filter(name, load_config("tiny", case="lorenz96"))
+    filt = make_method(name, load_config("tiny"))
     forecast, obs = _lorenz96_case(K=6)
     rng = np.random.default_rng(0)
     with pytest.raises(InputError, match="components"):
@@ -221,16 +220,17 @@ def test_observation_and_driver_validation():
         Observation(op, np.zeros(op.m + 1), np.ones(op.m))
     with pytest.raises(InputError, match="> 0"):
         Observation(op, np.zeros(op.m), np.zeros(op.m))
-    with pytest.raises(ConfigError, match="unknown filter"):
-        make_filter("enkf")
+    with pytest.raises(ConfigError, match="unknown method 'enkf'; choose one of free, ensf"):
+        make_method("enkf")
     with pytest.raises(ConfigError, match="radius"):
         LETKF(radius=0.0)
     model, truth, ensemble, full = _lorenz96_twin(3, K=4)
-    with pytest.raises(InputError, match="truth"):
-        assimilate(model, LETKF(), ensemble, truth[:, :30], full, np.ones(40), 5)
-    with pytest.raises(InputError, match="steps"):
-        assimilate(model, LETKF(), ensemble, truth, full, np.ones(40), [5, 0, 5])
+    obs = [Observation(full, truth[c + 1], np.ones(40)) for c in range(3)]
+    with pytest.raises(InputError, match="operator is for members of shape"):
+        cycle(model, LETKF(), ensemble[:, :30], obs, [5, 5, 5])
+    with pytest.raises(InputError, match="positive step count"):
+        cycle(model, LETKF(), ensemble, obs, [5, 0, 5])
+    with pytest.raises(InputError, match="positive step count"):
+        cycle(model, LETKF(), ensemble, obs[:2], [5, 5, 5])
     with pytest.raises(InputError, match="at least 2"):
-        assimilate(model, LETKF(), ensemble[:1], truth, full, np.ones(40), 5)
-    with pytest.raises(InputError, match="operator"):
-        assimilate(model, LETKF(), ensemble, truth, grid_operator((2, 20), 2), np.ones(20), 5)
+        cycle(model, LETKF(), ensemble[:1], obs, [5, 5, 5])

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from ldensf_hpc.config import ConfigError, LDNetConfig, load_config
+from ldensf_hpc.cases import load_config
+from ldensf_hpc.config import LDNetConfig
 from ldensf_hpc.data.dataset import Normalization
-from ldensf_hpc.errors import InputError
-from ldensf_hpc.filters.base import make_filter
+from ldensf_hpc.errors import ConfigError, InputError
+from ldensf_hpc.filters import make_method
 from ldensf_hpc.filters.levda import (
     LEVDA,
     LatentWindow,
     PointObservation,
     interpolate_latent,
-    levda_assimilate,
     point_observations,
 )
 from ldensf_hpc.observe import grid_operator
@@ -110,7 +110,7 @@ def test_warm_starts_recover_the_trajectory_and_the_parameter():
     the members converge to J's (here unique) minimiser, so the spread collapses."""
     net = tiny_ldnet(dtype=torch.float32)
     truth, prior, obs = twin(net)
-    res = levda_assimilate(net, prior, obs, WINDOW, max_iter=30, additive=0.02)
+    res = LEVDA(window=WINDOW, max_iter=30, additive=0.02).run(net, prior, obs)
     analysis, free = errors(res, truth, rollout(net, prior, N_STEPS))
     assert res.trajectory_mean.shape == (N_STEPS, 4) and res.analysis_mean.shape == (N_STEPS // WINDOW, 4)
     assert np.all(analysis < 0.15 * free) and analysis[-WINDOW:].mean() < 0.05 * free[-WINDOW:].mean()
@@ -143,7 +143,7 @@ def test_moving_sensors_and_irregular_times_still_reduce_the_error(scenario):
     truth, prior, obs = twin(net, times=times, moving=scenario == "moving", seed=2)
     assert scenario == "moving" or all(0 < ob.time % 1 for ob in obs)
     assert scenario != "moving" or not np.array_equal(obs[0].xi, obs[1].xi)
-    res = levda_assimilate(net, prior, obs, WINDOW, max_iter=30, additive=0.02, n_windows=N_STEPS // WINDOW)
+    res = LEVDA(window=WINDOW, max_iter=30, additive=0.02).run(net, prior, obs, n_windows=N_STEPS // WINDOW)
     analysis, free = errors(res, truth, rollout(net, prior, N_STEPS))
     assert analysis[-WINDOW:].mean() < 0.1 * free[-WINDOW:].mean()
     assert abs(res.analysis_mean[-1, -1] - U_TRUE) < 0.2 * abs(prior[:, -1].mean() - U_TRUE)
@@ -189,29 +189,29 @@ def test_grid_observations_convert_to_the_ldnet_units():
 
 def test_config_registry_and_bad_input():
     cfg = load_config("tiny", overrides=["levda.window=3", "levda.max_iter=7", "levda.perturb_obs=true"])
-    filt = make_filter("levda", cfg)
+    filt = make_method("levda", cfg)
     assert (filt.window, filt.max_iter, filt.perturb_obs) == (3, 7, True)
     net = tiny_ldnet()
     _, prior, obs = twin(net)
     with pytest.raises(ConfigError, match="window"):
-        levda_assimilate(net, prior, obs, 0)
+        LEVDA(window=0).run(net, prior, obs)
     for bad in ({"inflation": 0.5}, {"additive": -1.0}, {"max_iter": 0}):
         with pytest.raises(ConfigError):
             LEVDA(**bad)
     with pytest.raises(InputError, match="at least 2 members"):
-        levda_assimilate(net, prior[:1], obs, 4)
+        LEVDA(window=4).run(net, prior[:1], obs)
     with pytest.raises(InputError, match=r"latent \+ p = 4"):
-        levda_assimilate(net, prior[:, :3], obs, 4)
+        LEVDA(window=4).run(net, prior[:, :3], obs)
     with pytest.raises(InputError, match="NaN"):
-        levda_assimilate(net, np.where(np.eye(10, 4) > 0, np.nan, prior), obs, 4)
+        LEVDA(window=4).run(net, np.where(np.eye(10, 4) > 0, np.nan, prior), obs)
     with pytest.raises(InputError, match="after the last window"):
-        levda_assimilate(net, prior, obs, 4, n_windows=2)
+        LEVDA(window=4).run(net, prior, obs, n_windows=2)
     with pytest.raises(InputError, match="field 1"):
-        levda_assimilate(net, prior, [(0.0, np.zeros((2, 2)), np.zeros(2), 0.1, np.array([0, 1]))], 4)
+        LEVDA(window=4).run(net, prior, [(0.0, np.zeros((2, 2)), np.zeros(2), 0.1, np.array([0, 1]))])
     with pytest.raises(InputError, match="additive"):
-        levda_assimilate(net, prior, obs, 4, additive=(0.1, 0.1))
+        LEVDA(window=4, additive=(0.1, 0.1)).run(net, prior, obs)
     with pytest.raises(InputError, match="PointObservation"):
-        levda_assimilate(net, prior, [(0.0, np.zeros((2, 2)))], 4)
+        LEVDA(window=4).run(net, prior, [(0.0, np.zeros((2, 2)))])
     with pytest.raises(InputError, match=r"\(2,\) for 2 points"):
         PointObservation(0.0, np.zeros((2, 2)), np.zeros(3), 0.1)
     with pytest.raises(InputError, match=r"\(M >= 1, 2\)"):

@@ -2,8 +2,7 @@
 import numpy as np
 import pytest
 
-from ldensf_hpc.config import ConfigError
-from ldensf_hpc.errors import InputError
+from ldensf_hpc.errors import ConfigError, InputError
 from ldensf_hpc.observe import (
     OPERATORS,
     ObservationOperator,

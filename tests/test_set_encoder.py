@@ -9,15 +9,17 @@ import pytest
 import torch
 from resume import assert_resume_is_exact
 
-from ldensf_hpc.config import ConfigError, SetEncoderConfig, load_config
+from ldensf_hpc.cases import load_config
+from ldensf_hpc.config import SetEncoderConfig
 from ldensf_hpc.data.dataset import Normalization, TrajectoryStore, split_indices
 from ldensf_hpc.data.generate import generate
-from ldensf_hpc.errors import DataError, InputError
-from ldensf_hpc.filters.ld_ensf import latent_observations
+from ldensf_hpc.errors import ConfigError, DataError, InputError
 from ldensf_hpc.observe import grid_operator, moving_points, points_operator
 from ldensf_hpc.surrogate import load, load_checkpoint
+from ldensf_hpc.surrogate.encoder import train_encoder
+from ldensf_hpc.surrogate.ldnet import train_ldnet
 from ldensf_hpc.surrogate.set_encoder import SetEncoder, encode_history, operator_inputs, train_set_encoder
-from ldensf_hpc.surrogate.train import observation_operator, relative_error, train_encoder, train_ldnet
+from ldensf_hpc.surrogate.training import observation_operator, relative_error
 
 SETTINGS = ["data.n_trajectories=20", "set_encoder.epochs=300", "train.patience=1000", "train.device=cpu"]
 
@@ -163,7 +165,7 @@ def test_set_encoder_estimates_parameters_from_moving_sensors(trained):
             ops = moving_points(grid.shape, 64, len(frames), np.random.default_rng([7, int(j), draw]))
             y = [op.apply(x[None])[0] for op, x in zip(ops, frames)]
             errors["set, moving"].append(param_error(encode_history(encoder, ops, y), u))
-            errors["lstm, moving"].append(param_error(latent_observations(lstm, np.stack(y)), u))
+            errors["lstm, moving"].append(param_error(lstm.encode_history([grid] * len(y), y), u))  # as if on its grid
         errors["set, grid"].append(param_error(encode_history(encoder, [grid] * len(frames), grid.apply(frames)), u))
         errors["training mean"].append(relative_error(train_mean, u))
     err = {k: float(np.mean(v)) for k, v in errors.items()}

@@ -7,12 +7,12 @@ import subprocess
 import numpy as np
 import pytest
 
+from ldensf_hpc import cases
 from ldensf_hpc.backend import cupy_available, to_numpy
-from ldensf_hpc.config import ConfigError, SWEConfig, load_config
-from ldensf_hpc.errors import InputError
-from ldensf_hpc.models import SolverError, make_model, trajectory
-from ldensf_hpc.models import shallow_water
-from ldensf_hpc.models.shallow_water import ShallowWater
+from ldensf_hpc.cases import load_config
+from ldensf_hpc.errors import ConfigError, InputError, SolverError
+from ldensf_hpc.models import shallow_water, trajectory
+from ldensf_hpc.models.shallow_water import ShallowWater, SWEConfig
 
 CPU_BACKENDS = ["numpy", "numba"]
 BACKENDS = CPU_BACKENDS + [pytest.param("cupy", marks=pytest.mark.skipif(not cupy_available(),
@@ -212,12 +212,12 @@ def test_nan_stops_the_run_at_its_step(backend):
 
 def test_protocol_round_trip():
     cfg = load_config("tiny", case="swe")
-    m = make_model("swe", cfg)
+    m = cases.get("swe").model(cfg)
     assert (m.name, m.field_names, m.param_names) == ("swe", ("eta", "u", "v"), ("bump_x", "bump_y"))
     assert m.grid == {"n": 32, "dx": 1e6 / 32, "length": 1e6, "units": "m"}
     params = m.sample_params(np.random.default_rng(3), 500)
     assert params.shape == (500, 2)
-    lo, hi = 2 * cfg.swe.bump_width, cfg.swe.length - 2 * cfg.swe.bump_width
+    lo, hi = 2 * cfg.model.bump_width, cfg.model.length - 2 * cfg.model.bump_width
     assert params.min() >= lo and params.max() <= hi and params.max() - params.min() > 0.9 * (hi - lo)
 
     state = m.initial_state(params[:4])
@@ -225,7 +225,7 @@ def test_protocol_round_trip():
     assert not state[:, 1:].any()
     peak = np.array(np.unravel_index(state[:, 0].reshape(4, -1).argmax(axis=1), (32, 32))).T  # (j, i)
     np.testing.assert_array_equal(peak, np.floor(params[:4, ::-1] / m.dx))
-    assert state[:, 0].max() <= cfg.swe.bump_height
+    assert state[:, 0].max() <= cfg.model.bump_height
 
     later = m.step(state, params[:4], 3)
     np.testing.assert_array_equal(m.from_fields(m.to_fields(later)), later)
@@ -245,7 +245,7 @@ def test_protocol_round_trip():
 
 
 def test_paper_time_step():
-    m = make_model("swe", load_config("paper", case="swe"))
+    m = cases.get("swe").model(load_config("paper", case="swe"))
     assert m.grid["n"] == 150 and abs(m.dt - 21.3) < 0.05  # dt = 0.1 dx / sqrt(gH), "about 21 s"
 
 

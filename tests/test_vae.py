@@ -12,12 +12,13 @@ import pytest
 import torch
 from resume import assert_resume_is_exact
 
-from ldensf_hpc.config import ConfigError, VAEConfig, load_config
+from ldensf_hpc.cases import load_config
+from ldensf_hpc.config import VAEConfig
 from ldensf_hpc.data.dataset import Normalization, TrajectoryStore, load_normalization, split_indices
 from ldensf_hpc.data.generate import generate
-from ldensf_hpc.errors import DataError, InputError
+from ldensf_hpc.errors import ConfigError, DataError, InputError
 from ldensf_hpc.surrogate import load_checkpoint
-from ldensf_hpc.surrogate.train import relative_error
+from ldensf_hpc.surrogate.training import relative_error
 from ldensf_hpc.surrogate.vae import CoupledVAE, train_vae
 
 SWE16 = ["swe.n=16", "swe.backend=numpy", "data.n_trajectories=30", "data.shard_size=10", "train.device=cpu",

@@ -16,8 +16,9 @@
 // (Salmon et al., SC'11) keyed by the 64-bit seed with counter (j / 4, step, member, 0),
 // the stream of ldensf_hpc/kernels/reference.py:philox_normals.
 //
-// ensf_fused_d<D> handles d <= D (state kept in registers); launch ceil(K / ENSF_THREADS)
-// blocks of ENSF_THREADS threads. The helpers are __host__ __device__ so that a test can
+// ensf_fused_d<D> handles d <= D (state kept in registers) and draws the samples of members
+// first .. first + n_rows - 1 (all K keys enter the mixture score); launch ceil(n_rows /
+// ENSF_THREADS) blocks of ENSF_THREADS threads; out holds n_rows rows. The helpers are __host__ __device__ so that a test can
 // run them on a CPU (defining ENSF_HELPERS_ONLY leaves the kernels out of such a build).
 // No #include: the file compiles with nvcc and NVRTC alike.
 
@@ -125,11 +126,12 @@ template <int D>
 __device__ inline void ensf_fused(const float *__restrict__ prior, int K, int d, const float *__restrict__ obs,
                                   const float *__restrict__ inv_var, const float *__restrict__ table, int n_steps,
                                   int mixture, float clip, const float *__restrict__ noise, int has_noise,
-                                  unsigned long long seed, float *__restrict__ out)
+                                  unsigned long long seed, int first, int n_rows, float *__restrict__ out)
 {
     __shared__ float tile[ENSF_THREADS * D];
-    const int m = blockIdx.x * blockDim.x + threadIdx.x;
-    const int me = m < K ? m : K - 1;  // idle threads shadow the last member; only m < K is stored
+    const int m = first + blockIdx.x * blockDim.x + threadIdx.x;  // the sample (member index) of this thread
+    const int last = first + n_rows - 1;
+    const int me = m <= last ? m : last;  // idle threads shadow the last sample; only m <= last is stored
     float x[D], z[D], y[D], iv[D], mean[D];
 #pragma unroll
     for (int j = 0; j < D; ++j) {
@@ -166,10 +168,10 @@ __device__ inline void ensf_fused(const float *__restrict__ prior, int K, int d,
         }
         euler_step<D>(x, mean, y, iv, z, d, row, clip);
     }
-    if (m < K) {
+    if (m <= last) {
 #pragma unroll
         for (int j = 0; j < D; ++j) {
-            if (j < d) out[(size_t)m * d + j] = x[j];
+            if (j < d) out[(size_t)(m - first) * d + j] = x[j];
         }
     }
 }
@@ -178,9 +180,10 @@ __device__ inline void ensf_fused(const float *__restrict__ prior, int K, int d,
     extern "C" __global__ void __launch_bounds__(ENSF_THREADS)                                                     \
         ensf_fused_d##D(const float *prior, int K, int d, const float *obs, const float *inv_var, const float *table, \
                         int n_steps, int mixture, float clip, const float *noise, int has_noise,                     \
-                        unsigned long long seed, float *out)                                                         \
+                        unsigned long long seed, int first, int n_rows, float *out)                                   \
     {                                                                                                               \
-        ensf_fused<D>(prior, K, d, obs, inv_var, table, n_steps, mixture, clip, noise, has_noise, seed, out);     \
+        ensf_fused<D>(prior, K, d, obs, inv_var, table, n_steps, mixture, clip, noise, has_noise, seed, first,     \
+                      n_rows, out);                                                                                 \
     }
 
 ENSF_KERNEL(4)

@@ -26,73 +26,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .. import __version__
+from .. import __version__, cases
 from ..backend import array_module, rng_for, to_numpy
-from ..config import ConfigError
-from ..errors import USER_ERRORS, DataError
-from ..models import make_model, trajectory
+from ..errors import USER_ERRORS, ConfigError, DataError
+from ..models import FrameSchedule, trajectory
 from . import store
 
 
-# ---------------------------------------------------------------- per-case layout
-
-
-@dataclass(frozen=True)
-class FrameSchedule:
-    """Stored frames: after ``warmup_steps`` solver steps, ``n_frames`` frames ``steps_per_frame`` apart."""
-
-    warmup_steps: int
-    steps_per_frame: int
-    n_frames: int
-
-
-def _swe_schedule(c) -> FrameSchedule:
-    """Every ``save_every``-th of ``n_steps`` steps, initial state included."""
-    if c.save_every < 1 or c.n_steps < c.save_every or c.n_steps % c.save_every:
-        raise ConfigError(f"swe.n_steps ({c.n_steps}) must be a positive multiple of swe.save_every ({c.save_every})")
-    return FrameSchedule(0, c.save_every, c.n_steps // c.save_every + 1)
-
-
-def _kolmogorov_schedule(c) -> FrameSchedule:
-    """``warmup_frames`` frames dropped, then ``n_frames`` kept, ``steps_per_frame`` steps apart."""
-    if c.steps_per_frame < 1 or c.n_frames < 1 or c.warmup_frames < 0:
-        raise ConfigError("kolmogorov: steps_per_frame and n_frames must be >= 1 and warmup_frames >= 0")
-    return FrameSchedule(c.warmup_frames * c.steps_per_frame, c.steps_per_frame, c.n_frames)
-
-
-def _swe_units(model) -> dict:
-    fields = {"eta": "m", "u": "m/s", "v": "m/s"}
-    return {**{f: fields[f] for f in model.field_names}, **dict.fromkeys(model.param_names, "m"),
-            "x": "m", "y": "m", "time": "s"}
-
-
-def _kolmogorov_units(model) -> dict:
-    return dict.fromkeys((*model.field_names, *model.param_names, "x", "y", "time"), "nondimensional")
-
-
-@dataclass(frozen=True)
-class CaseLayout:
-    """How a case's trajectories are stored."""
-
-    schedule: object  # config section -> FrameSchedule
-    units: object  # model -> {quantity: unit}
-    offset: float  # grid point j sits at (j + offset) dx (SWE: cell centres, where eta lives)
-
-
-CASES = {
-    "swe": CaseLayout(_swe_schedule, _swe_units, 0.5),
-    "kolmogorov": CaseLayout(_kolmogorov_schedule, _kolmogorov_units, 0.0),
-}
-
-
-def case_layout(case: str) -> CaseLayout:
-    if case not in CASES:
-        raise ConfigError(f"cannot generate a dataset for case {case!r}; choose one of {', '.join(CASES)}")
-    return CASES[case]
-
-
 def frame_schedule(cfg) -> FrameSchedule:
-    return case_layout(cfg.case).schedule(getattr(cfg, cfg.case))
+    """The stored frames of ``cfg``'s case."""
+    return cases.get(cfg.case).schedule(cfg.model)
 
 
 def generation_config(cfg) -> dict:
@@ -111,16 +54,6 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{key}"] = store.canonical_json(value)
     return out
-
-
-def build_model(cfg):
-    """The model of ``cfg.case``; a model that rejects its config section raises ConfigError."""
-    try:
-        return make_model(cfg.case, cfg)
-    except ConfigError:
-        raise
-    except ValueError as exc:
-        raise ConfigError(f"{cfg.case}: {exc}") from None
 
 
 # ---------------------------------------------------------------- simulation
@@ -156,7 +89,7 @@ def produce_shard(cfg, root: str, entry: dict, manifest: dict) -> dict:
             return {"shard": entry["shard"], "sha256": digest, "bytes": path.stat().st_size, "reused": True}
         except DataError as exc:
             reason = str(exc)
-    model = build_model(cfg)
+    model = cases.get(cfg.case).model(cfg)
     fields, params = simulate(model, frame_schedule(cfg), cfg.data.seed, entry["start"], entry["stop"])
     digest = store.write_shard(path, entry["shard"], entry["start"], fields, params, manifest["config"])
     return {"shard": entry["shard"], "sha256": digest, "bytes": path.stat().st_size, "reused": False,
@@ -201,7 +134,8 @@ class Job:
             raise ConfigError("data.n_trajectories and data.shard_size must be >= 1")
         self.cfg, self.root, self.t0 = cfg, Path(out).resolve(), time.perf_counter()
         self.schedule = frame_schedule(cfg)
-        self.model = build_model(cfg)
+        self.case = cases.get(cfg.case)
+        self.model = self.case.model(cfg)
         rng = rng_for(cfg.data.seed, 0)
         first = self.model.to_fields(self.model.initial_state(self.model.sample_params(rng, 1), rng))
         self.frame_shape = (self.schedule.n_frames, *first.shape[1:])
@@ -260,10 +194,9 @@ class Job:
         model, schedule = self.model, self.schedule
         frame_dt = schedule.steps_per_frame * model.dt
         time_ = (schedule.warmup_steps + schedule.steps_per_frame * np.arange(schedule.n_frames)) * model.dt
-        layout, (ny, nx) = case_layout(self.cfg.case), self.frame_shape[-2:]
-        x, y = ((np.arange(m) + layout.offset) * model.grid["dx"] for m in (nx, ny))
+        x, y = self.case.coordinates(model, *self.frame_shape[-2:])
         attrs = {"config": self.cfg.to_dict(), "case": self.cfg.case, "field_names": list(model.field_names),
-                 "param_names": list(model.param_names), "units": layout.units(model),
+                 "param_names": list(model.param_names), "units": self.case.units(model),
                  "grid": model.grid, "dt": float(frame_dt), "seed": int(self.cfg.data.seed),
                  "version": __version__}
         store.write_dataset(self.root, self.manifest, attrs, time_, x, y)

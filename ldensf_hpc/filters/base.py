@@ -1,28 +1,36 @@
-"""The filter interface, the filter registry and the forecast-analysis driver.
+"""The method interface: what every data-assimilation method takes and returns (DAPPER-style).
 
-A filter is a small dataclass with a ``name`` and
-``analyse(forecast, obs, rng) -> analysis``, where ``forecast`` and the analysis
-are ``(K, d)`` arrays (NumPy or CuPy) and ``obs`` is an :class:`Observation`.
-:func:`assimilate` cycles any model of :mod:`ldensf_hpc.models` (through its
-protocol only) with any filter::
+A method is a registered class (:data:`ldensf_hpc.filters.METHODS`) with one entry point,
+``method.assimilate(problem, observations, seed) -> MethodRun``, for filters and
+smoothers alike, and class attributes that declare what the report's tables show:
 
-    truth = trajectory(model, x0, None, n_cycles, steps)[0]
-    result = assimilate(model, make_filter("letkf", cfg), ensemble, truth, op, std, steps)
+- ``name``, ``label``: registry key and display name;
+- ``capabilities``: a :class:`Capabilities` (booleans only);
+- ``space``, ``dynamics``: where the analysis happens and what propagates the ensemble;
+- :meth:`Method.surrogates`: the trained networks it needs (``()`` for full-space methods).
+
+A :class:`Problem` is everything a method may use: the model, the prior ensemble, the
+observation operators and times, the grid, the surrogates, validation trajectories for
+calibrating latent observation errors, and the MPI sharding of the members. It holds no
+truth: a method never sees what it is scored against. The observations of one noise
+level are an :class:`ObservationSet`; the result is a :class:`MethodRun` of physical
+fields at every observation time, scored by the application (``ldensf_hpc.experiment``).
 """
 from __future__ import annotations
 
-import importlib
-import time
-from dataclasses import dataclass
-from typing import Protocol
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
-from .. import metrics
 from ..backend import array_module, rng_for, to_numpy
-from ..config import ConfigError
-from ..errors import InputError
+from ..errors import DataError, InputError
+from ..models import Standardized
 from ..observe import ObservationOperator, observe
+from ..parallel.mpi import Sharding
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,24 +74,19 @@ class Observation:
         return self.operator.adjoint((self.y - self.operator.apply(x)) * self.inv_var)
 
 
-CAPABILITIES = {
-    "space": "where the analysis happens",
-    "dynamics": "what propagates the ensemble between observations",
-    "parameters": "estimates model parameters jointly with the state",
-    "irregular_times": "takes observations at any time, not only on a fixed step grid",
-    "moving_sensors": "takes sensor positions that change from one observation time to the next",
-    "smoother": "analyses a window of observation times at once",
-}
-"""What every filter declares in its ``capabilities`` class attribute (the report's capability table)."""
+@dataclass(frozen=True)
+class Capabilities:
+    """What a method can take (the report's capability table; every field a boolean)."""
+
+    parameters: bool = field(metadata={"doc": "estimates the model parameters jointly with the state"})
+    irregular_times: bool = field(metadata={"doc": "takes observations at any time, not only on the latent steps"})
+    moving_sensors: bool = field(metadata={"doc": "takes sensor positions that change from one time to the next"})
+    smoother: bool = field(metadata={"doc": "analyses a window of times at once (uses later observations)"})
+    member_sharding: bool = field(metadata={"doc": "shards its members over MPI ranks (--backend mpi)"})
 
 
-class Filter(Protocol):
-    """What :func:`assimilate` needs from a filter (``capabilities``: see :data:`CAPABILITIES`)."""
-
-    name: str
-    capabilities: dict
-
-    def analyse(self, forecast, obs: Observation, rng: np.random.Generator): ...
+CAPABILITY_DOCS = {f.name: f.metadata["doc"] for f in dataclasses.fields(Capabilities)}
+"""One line per capability, for the report."""
 
 
 def check_inputs(forecast, obs: Observation) -> None:
@@ -102,149 +105,240 @@ def check_inputs(forecast, obs: Observation) -> None:
         raise InputError("forecast ensemble contains NaN or Inf")
 
 
-FILTERS = {
-    "ensf": ("ldensf_hpc.filters.ensf", "EnSF"),
-    "letkf": ("ldensf_hpc.filters.letkf", "LETKF"),
-    "ld_ensf": ("ldensf_hpc.filters.ld_ensf", "LDEnSF"),
-    "envar4d": ("ldensf_hpc.filters.envar4d", "EnVar4D"),
-    "levda": ("ldensf_hpc.filters.levda", "LEVDA"),
-}
+@dataclass
+class ObservationSet:
+    """The observations of one noise level, per observation time, in physical units.
+
+    ``std`` is the true noise std, ``assumed`` what the methods take it to be (the true std,
+    floored at ``observe.noise_floor`` times the field std: noise 0 has no likelihood).
+    """
+
+    level: float
+    y: list  # T vectors (m_t,)
+    std: list  # T arrays (m_t,)
+    assumed: list  # T arrays (m_t,)
 
 
-def make_filter(name: str, cfg=None):
-    """The filter registered as ``name``, with its defaults or built from a :class:`~ldensf_hpc.config.Config`."""
-    if name not in FILTERS:
-        raise ConfigError(f"unknown filter {name!r}; choose one of {', '.join(FILTERS)}")
-    module, cls_name = FILTERS[name]
-    cls = getattr(importlib.import_module(module), cls_name)
-    return cls() if cfg is None else cls.from_config(cfg)
+@dataclass(frozen=True)
+class Trajectory:
+    """A stored trajectory at the observation times: fields ``(T, F, ny, nx)`` and parameters ``(p,)``."""
+
+    index: int
+    frames: np.ndarray
+    params: np.ndarray
+
+
+FIELDS = ("members", "moments", "mean")
+"""What a :class:`Problem` asks methods to return of the full fields (see ``Problem.fields``)."""
+
+OBS_STREAM, PRIOR_STREAM, FILTER_STREAM = 11, 12, 13
+"""Random streams ``rng_for(seed, STREAM, ...)`` of the observations, the prior and the methods."""
 
 
 @dataclass
-class AssimilationResult:
-    """Per-cycle statistics (host arrays; cycle ``c`` is after ``steps[: c + 1]`` model steps).
+class Problem:
+    """Everything a method may use to assimilate observations of one trajectory (no truth).
 
-    Means and stds are ``(n_cycles, d)``; errors and spreads are ``(n_cycles,)``.
-    ``T_d`` and ``T_f`` are the wall times of the forecasts and of the analyses [s].
-    """
-
-    filter_name: str
-    steps: np.ndarray  # model steps since the start at each analysis time
-    forecast_mean: np.ndarray
-    forecast_std: np.ndarray
-    analysis_mean: np.ndarray
-    analysis_std: np.ndarray
-    forecast_rmse: np.ndarray
-    analysis_rmse: np.ndarray
-    forecast_rel_rmse: np.ndarray
-    analysis_rel_rmse: np.ndarray
-    forecast_spread: np.ndarray
-    analysis_spread: np.ndarray
-    T_d: float
-    T_f: float
-    ensemble: object  # final analysis state batch
-    analysis_members: np.ndarray | None = None  # (n_cycles, K, d) when kept
-
-    def summary(self, spinup: int = 0) -> dict:
-        """Time-averaged errors over cycles ``spinup:``, and the timings (JSON-ready)."""
-        keep = slice(spinup, None)
-        return {
-            "filter": self.filter_name,
-            "cycles": len(self.steps),
-            "spinup": int(spinup),
-            "analysis_rmse": float(self.analysis_rmse[keep].mean()),
-            "forecast_rmse": float(self.forecast_rmse[keep].mean()),
-            "analysis_rel_rmse": float(self.analysis_rel_rmse[keep].mean()),
-            "analysis_spread": float(self.analysis_spread[keep].mean()),
-            "T_d": self.T_d,
-            "T_f": self.T_f,
-        }
-
-
-def _synchronize(xp) -> None:
-    if xp is not np:
-        xp.cuda.Device().synchronize()
-
-
-def assimilate(model, filt, ensemble, truth, operator, std, steps, *, params=None, observations=None,
-               seed: int = 0, keep_members: bool = False) -> AssimilationResult:
-    """Cycle forecast (``model.step``) -> observe -> ``filt.analyse`` along a truth run.
-
-    Parameters
+    Attributes
     ----------
-    model : any model of :mod:`ldensf_hpc.models` (protocol: step, to_fields, from_fields).
-    filt : a filter (see :data:`FILTERS`).
-    ensemble : initial model state batch of ``K >= 2`` members.
-    truth : ``(n_cycles + 1, *fields)`` truth fields; ``truth[0]`` is the start and
-        ``truth[c]`` the state observed at cycle ``c``.
-    operator, std : observation operator and noise std ``(m,)`` (see :func:`~ldensf_hpc.observe.noise_std`),
-        or one of each per cycle (moving sensors, :func:`~ldensf_hpc.observe.moving_points`).
-    steps : model steps between observation times, one int or ``n_cycles`` ints
-        (irregular observation times).
-    params : model parameters per member, passed to ``model.step``.
-    observations : optional ``n_cycles`` observation vectors ``(m,)``; by default
-        drawn from the truth with :func:`~ldensf_hpc.observe.observe` and ``rng_for(seed, 0, c)``.
-    seed : seeds the observation noise and the filter's rng (``rng_for(seed, 1, c)``).
-    keep_members : also return every analysis ensemble (``analysis_members``, ``(n_cycles, K, d)``).
+    cfg : the run's config (method sections, ``observe``, ``ensf``).
+    model : the truth solver (physical units); ``filter_model`` is it on standardised fields.
+    field_mean, field_std : ``(F,)`` train-split statistics: filter units and the noise scale.
+    start, prior_params : this rank's members of the prior ensemble at the first observation
+        time (solver state) and their parameters ``(K_local, p)``.
+    frames : ``(T,)`` stored-frame index of each observation time; ``times`` their model times.
+    gaps : ``(T - 1,)`` solver steps between consecutive observation times.
+    operators : ``T`` observation operators (one per time: moving sensors allowed).
+    x, y : physical grid coordinates ``(nx,)``, ``(ny,)``.
+    seed : seeds the observation noise (:meth:`observe`) and the methods.
+    surrogates : ``name -> trained network`` (raises DataError naming what to train).
+    validation : ``n -> list of Trajectory`` (``None``: all) of held-out validation
+        trajectories for calibrating latent observation errors; None if there are none.
+    sharding : how the ``K`` members are split over MPI ranks (one process by default).
+    fields : what results hold of the full fields at every observation time (:data:`FIELDS`):
+        ``members`` every member; ``moments`` their mean and std only (less memory); ``mean``
+        the mean only, which latent methods reconstruct from the mean latent state (one
+        reconstruction per time, the paper's T_r; R of the mean is not the mean of R).
     """
-    xp = array_module(ensemble)
-    fields = model.to_fields(ensemble)
-    K, member_shape = fields.shape[0], tuple(fields.shape[1:])
-    truth = np.asarray(truth)
-    n_cycles = truth.shape[0] - 1
-    if K < 2:
-        raise InputError(f"an ensemble needs at least 2 members, got K = {K}")
-    if truth.ndim < 2 or tuple(truth.shape[1:]) != member_shape or n_cycles < 1:
-        raise InputError(f"truth must be (n_cycles + 1 >= 2, {member_shape}) fields, got {truth.shape}")
-    operators = list(operator) if isinstance(operator, (list, tuple)) else [operator] * n_cycles
-    stds = list(std) if isinstance(operator, (list, tuple)) else [std] * n_cycles
-    if len(operators) != n_cycles or len(stds) != n_cycles:
-        raise InputError(f"got {len(operators)} operators and {len(stds)} noise stds for {n_cycles} cycles")
-    for op in operators:
-        if op.shape != member_shape:
-            raise InputError(f"operator is for members of shape {op.shape}, model fields are {member_shape}")
-    gaps = np.broadcast_to(np.asarray(steps), (n_cycles,)) if np.ndim(steps) == 0 else np.asarray(steps)
-    if gaps.shape != (n_cycles,) or not np.issubdtype(gaps.dtype, np.integer) or gaps.min() < 1:
-        raise InputError(f"steps must be a positive int or {n_cycles} positive ints, got {steps!r}")
-    if observations is not None and len(observations) != n_cycles:
-        raise InputError(f"got {len(observations)} observation vectors for {n_cycles} cycles")
-    stds = [xp.asarray(sd, dtype=fields.dtype) for sd in stds]
 
-    stats = {key: [] for key in ("forecast_mean", "forecast_std", "analysis_mean", "analysis_std",
-                                 "forecast_rmse", "analysis_rmse", "forecast_rel_rmse", "analysis_rel_rmse",
-                                 "forecast_spread", "analysis_spread")}
+    cfg: object
+    model: object
+    field_mean: np.ndarray
+    field_std: np.ndarray
+    start: object
+    prior_params: np.ndarray
+    frames: np.ndarray
+    times: np.ndarray
+    gaps: np.ndarray
+    operators: list
+    x: np.ndarray
+    y: np.ndarray
+    seed: int = 0
+    surrogates: Callable[[str], object] | None = None
+    validation: Callable[[int | None], list] | None = None
+    sharding: Sharding = None
+    fields: str = "members"
+    filter_model: Standardized = field(init=False, repr=False)
 
-    def record(kind, x, true_state):
-        stats[f"{kind}_mean"].append(to_numpy(x.mean(axis=0)))
-        stats[f"{kind}_std"].append(to_numpy(x.std(axis=0, ddof=1)))
-        stats[f"{kind}_rmse"].append(metrics.rmse(x, true_state))
-        stats[f"{kind}_rel_rmse"].append(metrics.rel_rmse(x, true_state))
-        stats[f"{kind}_spread"].append(metrics.spread(x))
+    def __post_init__(self):
+        self.field_mean = np.asarray(self.field_mean, np.float64)
+        self.field_std = np.asarray(self.field_std, np.float64)
+        self.filter_model = Standardized(self.model, self.field_mean, self.field_std)
+        if self.sharding is None:
+            self.sharding = Sharding(len(self.prior_params))
+        if self.fields not in FIELDS:
+            raise InputError(f"fields must be one of {', '.join(FIELDS)}, got {self.fields!r}")
+        if len(self.operators) != len(self.frames) or len(self.gaps) != len(self.frames) - 1:
+            raise InputError(f"{len(self.frames)} observation times need as many operators and one gap fewer, "
+                             f"got {len(self.operators)} and {len(self.gaps)}")
 
-    state, T_d, T_f, members = ensemble, 0.0, 0.0, []
-    for c in range(n_cycles):
-        true_state = xp.asarray(truth[c + 1].reshape(-1), dtype=fields.dtype)
-        t0 = time.perf_counter()
-        state = model.step(state, params, int(gaps[c]))
-        _synchronize(xp)
-        T_d += time.perf_counter() - t0
+    @property
+    def T(self) -> int:
+        return len(self.frames)
 
-        fields = model.to_fields(state)
-        forecast = fields.reshape(K, -1)
-        y = (xp.asarray(observations[c], dtype=fields.dtype) if observations is not None
-             else observe(operators[c], true_state, stds[c], rng_for(seed, 0, c)))
-        obs = Observation(operators[c], y, stds[c])
-        t0 = time.perf_counter()
-        analysis = filt.analyse(forecast, obs, rng_for(seed, 1, c))
-        _synchronize(xp)
-        T_f += time.perf_counter() - t0
-        state = model.from_fields(analysis.reshape(fields.shape))
-        record("forecast", forecast, true_state)
-        record("analysis", analysis, true_state)
-        if keep_members:
-            members.append(to_numpy(analysis))
+    @property
+    def keep_members(self) -> bool:
+        return self.fields == "members"
 
-    arrays = {key: np.asarray(value) for key, value in stats.items()}
-    return AssimilationResult(filter_name=filt.name, steps=np.cumsum(gaps), T_d=T_d, T_f=T_f,
-                              ensemble=state, analysis_members=np.asarray(members) if keep_members else None,
-                              **arrays)
+    @property
+    def K(self) -> int:
+        return self.sharding.K
+
+    @property
+    def field_shape(self) -> tuple[int, int, int]:
+        return self.operators[0].shape
+
+    def surrogate(self, name: str):
+        """The trained network ``name`` (e.g. ``"ldnet"``)."""
+        if self.surrogates is None:
+            raise DataError(f"this problem has no surrogates; `{name}` is needed")
+        return self.surrogates(name)
+
+    def validation_trajectories(self, n: int | None = None) -> list[Trajectory]:
+        """Up to ``n`` validation trajectories (all by default)."""
+        if self.validation is None:
+            raise DataError("this problem has no validation trajectories to calibrate latent observation errors; "
+                            "give the method's latent_std")
+        return self.validation(n)
+
+    def observe(self, frames, level: float, key: int, operators=None) -> ObservationSet:
+        """Noisy observations of physical ``frames (T, F, ny, nx)`` at noise ``level`` (of each field's std).
+
+        Observation ``t`` of trajectory ``key`` draws its noise from ``rng_for(seed, OBS_STREAM, key, t)``.
+        """
+        floor = self.cfg.observe.noise_floor
+        if not floor > 0:
+            raise InputError(f"observe.noise_floor must be > 0, got {floor}")
+        if not (np.isfinite(level) and level >= 0):
+            raise InputError(f"noise level must be a finite fraction >= 0, got {level}")
+        operators = self.operators if operators is None else operators
+        y, std, assumed = [], [], []
+        for t, (frame, op) in enumerate(zip(frames, operators, strict=True)):
+            scale = self.field_std[op.field]
+            std.append(level * scale)
+            assumed.append(max(level, floor) * scale)
+            y.append(observe(op, np.asarray(frame, np.float64), std[-1], rng_for(self.seed, OBS_STREAM, key, t)))
+        return ObservationSet(float(level), y, std, assumed)
+
+    def standardized(self, obs: ObservationSet, first: int = 0) -> list[Observation]:
+        """The observations from time ``first`` on, of standardised fields with the assumed std."""
+        out = []
+        for op, y, std in zip(self.operators[first:], obs.y[first:], obs.assumed[first:]):
+            f = op.field
+            out.append(Observation(op, (y - self.field_mean[f]) / self.field_std[f], std / self.field_std[f]))
+        return out
+
+    def unstandardize(self, fields):
+        """Physical fields from standardised ``(..., F, ny, nx)`` fields."""
+        return fields * self.field_std[:, None, None] + self.field_mean[:, None, None]
+
+
+@dataclass
+class MethodRun:
+    """What a method returns: the ensemble at every observation time, in physical units.
+
+    ``mean`` and ``std`` (member std, ddof 1; None when the problem asks for the mean only) are
+    ``(T, F, ny, nx)``; ``members`` ``(T, K, F, ny, nx)`` when the problem keeps them; ``params`` ``(T, K, p)`` physical
+    parameters when the method estimates them; ``fields`` more ``(T, F, ny, nx)`` field
+    trajectories scored against the truth (e.g. ``forecast``, ``background``).
+    """
+
+    mean: np.ndarray
+    std: np.ndarray | None
+    members: np.ndarray | None
+    params: np.ndarray | None
+    timings: dict
+    extra: dict = field(default_factory=dict)
+    fields: dict = field(default_factory=dict)
+
+    @classmethod
+    def of_members(cls, members, keep: bool, **kwargs) -> MethodRun:
+        """From members ``(T, K, ...)`` (kept when ``keep``)."""
+        members = np.asarray(members)
+        return cls(members.mean(axis=1), members.std(axis=1, ddof=1), members if keep else None, **kwargs)
+
+
+class EnsembleSeries:
+    """Ensembles ``(K, ...)`` added one time after another: kept whole, or as mean and std only."""
+
+    def __init__(self, keep_members: bool):
+        self.keep = keep_members
+        self._members, self._mean, self._std = [], [], []
+
+    def add(self, ensemble) -> None:
+        ensemble = to_numpy(ensemble)
+        if self.keep:
+            self._members.append(ensemble.astype(np.float32))
+        self._mean.append(ensemble.mean(axis=0))
+        self._std.append(ensemble.std(axis=0, ddof=1))
+
+    @property
+    def members(self) -> np.ndarray | None:
+        return np.asarray(self._members) if self.keep else None
+
+    @property
+    def mean(self) -> np.ndarray:
+        return np.asarray(self._mean)
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.asarray(self._std)
+
+
+class Method(ABC):
+    """Base class of the registered methods (see the module docstring).
+
+    Subclasses are dataclasses of their settings with ``from_config(cfg)`` and
+    ``assimilate(problem, observations, seed)``.
+    """
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+    space: ClassVar[str]
+    dynamics: ClassVar[str]
+
+    @classmethod
+    def from_config(cls, cfg) -> Method:
+        return cls()
+
+    def surrogates(self, cfg) -> tuple[str, ...]:
+        """The trained networks this method needs with ``cfg`` (checkpoint names, in training order)."""
+        return ()
+
+    def state_dim(self, problem: Problem) -> int:
+        """Dimension of the state the analysis works on."""
+        return int(np.prod(problem.field_shape))
+
+    def unsupported(self, cfg) -> str | None:
+        """Why this method cannot run with ``cfg``'s observation setting, or None."""
+        caps = self.capabilities
+        if cfg.observe.irregular and not caps.irregular_times:
+            return "takes observations on the latent step grid only (observe.irregular)"
+        if cfg.observe.sensors == "moving" and not caps.moving_sensors:
+            return "needs the same sensors at every time (observe.sensors=moving)"
+        return None
+
+    @abstractmethod
+    def assimilate(self, problem: Problem, observations: ObservationSet, seed: int = 0) -> MethodRun:
+        """Assimilate ``observations`` into ``problem``'s prior ensemble."""

@@ -7,8 +7,11 @@ score (eq. 10)
     score(x, tau) = prior_score(x, tau) + h(tau) H^T R^-1 (y - H x),   h(tau) = 1 - tau,
 
 where the prior score (eq. 11-12) is a Monte Carlo estimate over the forecast
-ensemble ``x_k``. Schedule, drift, diffusion and the noise convention come from
-:mod:`ldensf_hpc.filters.score_sde`.
+ensemble ``x_k``. The reverse SDE is the one of :mod:`ldensf_hpc.kernels` (the same
+code as the latent filters'): for the selection operators of :mod:`ldensf_hpc.observe`
+the likelihood score is ``inv_var (y - x)`` component-wise with ``inv_var = 0`` where
+nothing is observed. Schedule, drift, diffusion and the stability rule come from
+:mod:`ldensf_hpc.sde`.
 
 Accuracy: EnSF with the h(tau) = 1 - tau damping is not an exact Bayesian
 update. On a linear-Gaussian problem it is biased by a few tenths of a posterior
@@ -21,60 +24,68 @@ compared to the effective dimension (on Lorenz-96 with K = 20 it loses track).
 Precision: the mixture logits grow like ``|x|^2 / beta2``; run in float64 and keep
 the state O(1) (normalised fields). The explicit Euler step of the likelihood term
 is stable for ``dt max(g2 h) / std^2 < 2``; with 100 steps and eps_alpha = 0.01
-(max g2 h = 1.74) that is ``std > 0.09`` in state units (0.08 blows up).
+(max g2 h = 1.74) that is ``std > 0.09`` in state units (0.08 blows up): the assumed
+observation std is floored at 1.1 times that (:meth:`~ldensf_hpc.sde.Schedule.floor_std`).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
+from .. import kernels
 from ..backend import array_module
-from ..config import ConfigError
-from ..errors import InputError
-from .base import Observation, check_inputs
-from .score_sde import Schedule, schedule
-
-
-def mixture_score(x, members, members_sq, alpha: float, beta2: float):
-    """Prior score of the Gaussian mixture sum_k N(alpha x_k, beta2 I) / K at samples ``x``.
-
-    score(x) = -sum_k w_k (x - alpha x_k) / beta2 with softmax weights
-    w_k ∝ exp(-|x - alpha x_k|^2 / (2 beta2)) (eqs. 11-12). The logits come from
-    one matrix product, (alpha x.x_k - alpha^2 |x_k|^2 / 2) / beta2 (the per-row
-    |x|^2 term cancels in the softmax), the weighted mean from a second one.
-
-    Parameters
-    ----------
-    x : ``(J, d)`` samples; members : ``(K, d)`` forecast; members_sq : ``(K,)`` squared norms.
-    """
-    xp = array_module(x)
-    weights = x @ members.T  # becomes the logits, then the unnormalised weights, in place
-    weights *= alpha / beta2
-    weights -= (0.5 * alpha**2 / beta2) * members_sq[None, :]
-    weights -= weights.max(axis=1, keepdims=True)
-    xp.exp(weights, out=weights)
-    weighted_mean = (weights @ members) / weights.sum(axis=1, keepdims=True)
-    return -(x - alpha * weighted_mean) / beta2
-
-
-def paired_score(x, members, alpha: float, beta2: float):
-    """Member-paired prior score -(x_k - alpha x_k^f) / beta2 (sample k paired with member k)."""
-    return -(x - alpha * members) / beta2
+from ..errors import ConfigError
+from ..sde import Schedule, schedule
+from .base import Capabilities, Observation, check_inputs
+from .cycle import SequentialFilter
 
 
 @dataclass
-class EnSF:
-    """Full-space ensemble score filter (Algorithm 1).
+class ScoreSettings:
+    """The reverse SDE and score shared by the score filters (EnSF, Latent-EnSF, LD-EnSF).
 
-    Parameters
-    ----------
     n_steps : Euler-Maruyama steps in pseudo-time (paper: 100).
-    eps_alpha, eps_beta : schedule constants (:func:`~ldensf_hpc.filters.score_sde.schedule`).
+    eps_alpha, eps_beta : schedule constants (:func:`~ldensf_hpc.sde.schedule`).
     mixture : mixture prior score over all members (default) or member-paired.
     score_clip : clip the total score to [-clip, clip] (None: no clipping).
+    kernel : backend of :func:`ldensf_hpc.kernels.ensf_update` (reference, numba, cuda).
+    """
+
+    n_steps: int = 100
+    eps_alpha: float = 0.01
+    eps_beta: float = 0.0
+    mixture: bool = True
+    score_clip: float | None = None
+    kernel: str = "reference"
+
+    def __post_init__(self):
+        try:
+            self.sde: Schedule = schedule(self.n_steps, self.eps_alpha, self.eps_beta)
+        except ValueError as exc:
+            raise ConfigError(f"{type(self).__name__}: {exc}") from None
+        if self.score_clip is not None and not self.score_clip > 0:
+            raise ConfigError(f"{type(self).__name__}: score_clip must be positive or None, got {self.score_clip}")
+        kernels.BACKENDS.check(self.kernel)
+
+    @staticmethod
+    def settings(cfg, kernel: str, eps_alpha: float | None = None) -> dict:
+        """The ``ensf`` section of ``cfg`` as keyword arguments."""
+        e = cfg.ensf
+        return {"n_steps": e.n_steps, "eps_alpha": e.eps_alpha if eps_alpha is None else eps_alpha,
+                "eps_beta": e.eps_beta, "mixture": e.mixture, "score_clip": e.score_clip, "kernel": kernel}
+
+    def update(self, prior, obs, rows=None, *, obs_std=None, inv_var=None, seed: int):
+        """The analysis samples of ``rows`` (:func:`ldensf_hpc.kernels.ensf_update` with these settings)."""
+        return kernels.ensf_update(prior, obs, obs_std, inv_var=inv_var, rows=rows, n_steps=self.n_steps,
+                                   eps_alpha=self.eps_alpha, eps_beta=self.eps_beta, mixture=self.mixture,
+                                   score_clip=self.score_clip, seed=seed, backend=self.kernel)
+
+
+@dataclass
+class EnSF(ScoreSettings, SequentialFilter):
+    """Full-space ensemble score filter (Algorithm 1) on standardised fields.
 
     Measured against the Kalman posterior (``tests/test_ensf.py`` problem: d = 4,
     components 0 and 1 observed with std 0.5, K = 2000, 100 steps, eps_alpha = 0.01,
@@ -86,73 +97,27 @@ class EnSF:
     than the free run (3.65); member-paired 3.4; LETKF 0.18 on the same setup.
     """
 
-    n_steps: int = 100
-    eps_alpha: float = 0.01
-    eps_beta: float = 0.0
-    mixture: bool = True
-    score_clip: float | None = None
     name: ClassVar[str] = "ensf"
-    capabilities: ClassVar[dict] = {
-        "space": "full state", "dynamics": "full solver", "parameters": False, "irregular_times": True,
-        "moving_sensors": True, "smoother": False
-    }
-    sde: Schedule = field(init=False, repr=False)
-
-    def __post_init__(self):
-        try:
-            self.sde = schedule(self.n_steps, self.eps_alpha, self.eps_beta)
-        except ValueError as exc:
-            raise ConfigError(f"EnSF: {exc}") from None
-        if self.score_clip is not None and not self.score_clip > 0:
-            raise ConfigError(f"EnSF: score_clip must be positive or None, got {self.score_clip}")
+    label: ClassVar[str] = "EnSF"
+    capabilities: ClassVar[Capabilities] = Capabilities(parameters=False, irregular_times=True,
+                                                        moving_sensors=True, smoother=False, member_sharding=True)
+    space: ClassVar[str] = "full state"
+    dynamics: ClassVar[str] = "full solver"
 
     @classmethod
     def from_config(cls, cfg) -> EnSF:
-        e = cfg.ensf
-        return cls(n_steps=e.n_steps, eps_alpha=e.eps_alpha, eps_beta=e.eps_beta,
-                   mixture=e.mixture, score_clip=e.score_clip)
+        return cls(**cls.settings(cfg, cfg.ensf.full_space_kernel))
 
-    def analyse(self, forecast, obs: Observation, rng: np.random.Generator, noise=None):
-        """Analysis ensemble ``(K, d)`` from the forecast ``(K, d)`` and one observation.
+    def assumed_std(self, std: np.ndarray) -> np.ndarray:
+        return self.sde.floor_std(std)
 
-        ``noise`` is an optional ``(n_steps + 1, K, d)`` array in the shared
-        convention; without it the same numbers are drawn step by step from ``rng``
-        (identical to :func:`~ldensf_hpc.filters.score_sde.draw_noise`, in ``(K, d)`` memory).
-        """
+    def analyse(self, forecast, obs: Observation, rng: np.random.Generator, rows: slice | None = None):
+        """Analysis samples ``(J, d)`` of members ``rows`` (default all) from the forecast ``(K, d)``."""
         check_inputs(forecast, obs)
         xp = array_module(forecast)
-        K, d = forecast.shape
-        if noise is not None and tuple(noise.shape) != (self.n_steps + 1, K, d):
-            raise InputError(f"EnSF noise must have shape {(self.n_steps + 1, K, d)}, got {tuple(noise.shape)}")
-
-        def increment(i):
-            z = noise[i] if noise is not None else rng.standard_normal((K, d))
-            return xp.asarray(z, dtype=forecast.dtype)
-
-        return self.reverse_sde(forecast, obs, increment)
-
-    def reverse_sde(self, forecast, obs: Observation, increment, rows=slice(None)):
-        """Draw the analysis samples ``rows`` (member indices, default all) by Euler-Maruyama.
-
-        ``increment(i)`` returns the ``(J, d)`` standard normal noise of the ``J`` samples
-        for index ``i`` of the shared convention (0: the start at tau = 1). Given the
-        forecast, samples evolve independently, so blocks of rows can be drawn apart
-        (member sharding in :mod:`ldensf_hpc.parallel.mpi`); sample k pairs with member k.
-        """
-        xp = array_module(forecast)
-        sde = self.sde
-        members_sq = (forecast**2).sum(axis=1)
-        paired = forecast[rows]
-        x = increment(0)
-        for i in range(self.n_steps):
-            alpha, beta2 = float(sde.alpha[i]), float(sde.beta2[i])
-            if self.mixture:
-                score = mixture_score(x, forecast, members_sq, alpha, beta2)
-            else:
-                score = paired_score(x, paired, alpha, beta2)
-            score += float(sde.damping[i]) * obs.likelihood_score(x)
-            if self.score_clip is not None:
-                score = xp.clip(score, -self.score_clip, self.score_clip)
-            g2 = float(sde.g2[i])
-            x = x - sde.dt * (float(sde.drift[i]) * x - g2 * score) + math.sqrt(sde.dt * g2) * increment(i + 1)
-        return x
+        d = forecast.shape[1]
+        index = xp.asarray(obs.operator.index)
+        y, inv_var = xp.zeros(d, forecast.dtype), xp.zeros(d, forecast.dtype)
+        y[index], inv_var[index] = obs.y, obs.inv_var
+        analysis = self.update(forecast, y, rows, inv_var=inv_var, seed=int(rng.integers(0, 2**63)))
+        return xp.asarray(analysis, dtype=forecast.dtype)

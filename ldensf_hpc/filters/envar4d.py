@@ -22,9 +22,8 @@ trajectory and the analysis at the window end, which starts the next window.
 For a linear model and ``K > dim z`` this is exact: the mean and covariance are the
 linear-Gaussian smoother's, given the ensemble mean and covariance as the prior.
 
-The window-based :meth:`EnVar4D.run` is the driver of this filter; :meth:`EnVar4D.analyse`
-is the zero-length window (one observation time, no propagation), equal to the
-global ETKF, so the filter also plugs into :func:`~ldensf_hpc.filters.base.assimilate`.
+:meth:`EnVar4D.assimilate` (the method interface) runs :meth:`EnVar4D.run`, the window by
+window smoother, on a problem's standardised fields.
 """
 from __future__ import annotations
 
@@ -36,9 +35,8 @@ from typing import ClassVar
 import numpy as np
 
 from ..backend import array_module, to_numpy
-from ..config import ConfigError
-from ..errors import InputError
-from .base import Observation, check_inputs
+from ..errors import ConfigError, InputError
+from .base import Capabilities, Method, MethodRun, Observation, ObservationSet, Problem
 
 
 @dataclass
@@ -115,7 +113,7 @@ def _cost(alpha, observations, predicted) -> float:
 
 
 @dataclass
-class EnVar4D:
+class EnVar4D(Method):
     """Full-space 4DEnVar (LEVDA paper §2.3) with joint state-parameter estimation.
 
     Parameters
@@ -129,10 +127,11 @@ class EnVar4D:
     inflation: float = 1.0
     outer_loops: int = 1
     name: ClassVar[str] = "envar4d"
-    capabilities: ClassVar[dict] = {
-        "space": "full state + parameters", "dynamics": "full solver", "parameters": True,
-        "irregular_times": True, "moving_sensors": True, "smoother": True
-    }
+    label: ClassVar[str] = "4DEnVar"
+    capabilities: ClassVar[Capabilities] = Capabilities(parameters=True, irregular_times=True,
+                                                        moving_sensors=True, smoother=True, member_sharding=False)
+    space: ClassVar[str] = "full state + parameters"
+    dynamics: ClassVar[str] = "full solver"
 
     def __post_init__(self):
         if int(self.window) != self.window or self.window < 1:
@@ -147,20 +146,21 @@ class EnVar4D:
         e = cfg.envar4d
         return cls(window=e.window, inflation=e.inflation, outer_loops=e.outer_loops)
 
-    def analyse(self, forecast, obs: Observation, rng=None):
-        """Zero-length window: the analysis ``(K, d)`` at the observation time (= global ETKF)."""
-        check_inputs(forecast, obs)
-        K = forecast.shape[0]
-        xp = array_module(forecast)
-        z = forecast.astype(xp.float64)
-        mean = z.mean(axis=0)
-        P = self.inflation * (z - mean) / math.sqrt(K - 1)
-        predicted = obs.operator.apply(mean + math.sqrt(K - 1) * P)
-        Y = predicted - predicted.mean(axis=0)
-        Y /= math.sqrt(K - 1)
-        innovation = obs.y - obs.operator.apply(mean[None])[0]
-        alpha, transform = ensemble_space_solve([Y], [innovation], [obs.inv_var], xp.zeros(K), K)
-        return (mean + (alpha + transform) @ P).astype(forecast.dtype, copy=False)
+    def state_dim(self, problem: Problem) -> int:
+        return int(np.prod(problem.field_shape)) + problem.prior_params.shape[1]
+
+    def assimilate(self, problem: Problem, observations: ObservationSet, seed: int = 0) -> MethodRun:
+        """Windows over observations ``1 ... T - 1`` from the prior at time 0, parameters estimated jointly."""
+        obs = problem.standardized(observations, first=1)
+        res = self.run(problem.filter_model, problem.start, obs, problem.gaps, params=problem.prior_params,
+                       keep_members=True)
+        d = int(np.prod(problem.field_shape))
+        first = problem.filter_model.to_fields(problem.start).reshape(1, problem.K, -1)
+        members = np.concatenate([first, res.trajectory_members[..., :d]])
+        fields = problem.unstandardize(members.reshape(*members.shape[:2], *problem.field_shape))
+        params = np.concatenate([problem.prior_params[None], res.trajectory_members[..., d:]])
+        return MethodRun.of_members(fields.astype(np.float32), problem.keep_members, params=params,
+                                    timings={"T_d": res.T_d, "T_f": res.T_f})
 
     def run(self, model, ensemble, observations, steps, params=None, keep_members: bool = False) -> WindowResult:
         """Assimilate ``observations`` window by window from the initial ``ensemble``.

@@ -15,23 +15,26 @@ standardised fields ``(K, F * ny * nx)`` and observations standardised sparse ve
 the operator the VAE was trained with (see :mod:`ldensf_hpc.surrogate.vae`).
 
 The latent observation error is not the observation noise: it is dominated by how well
-``E_obs`` matches ``E_state``. :func:`latent_obs_std` measures it on frames with noisy
-observations; the filter uses ``latent_std`` and ignores ``obs.std``.
+``E_obs`` matches ``E_state``. :func:`latent_obs_std` measures it on validation frames
+with noisy observations; the filter uses ``latent_std`` and ignores ``obs.std``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
 import torch
 
-from .. import kernels
 from ..backend import array_module, to_numpy
-from ..config import ConfigError
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..observe import ObservationOperator, make_operator
-from .base import Observation, check_inputs
+from .base import Capabilities, Observation, ObservationSet, Problem, check_inputs
+from .cycle import SequentialFilter
+from .ensf import ScoreSettings
+
+CALIBRATION_TRAJECTORIES = 4
+"""Validation trajectories whose frames calibrate the latent observation error."""
 
 
 def _device(vae) -> torch.device:
@@ -79,78 +82,91 @@ def check_operator(vae, operator: ObservationOperator) -> None:
                               f"({vae.observe})")
 
 
-def latent_obs_std(vae, frames, operator: ObservationOperator, std, rng: np.random.Generator) -> np.ndarray:
-    """Latent observation error ``(L,)``: RMSE over frames of ``mu_obs(H x + std z) - mu_state(x)``.
+def latent_obs_std(vae, frames, y) -> np.ndarray:
+    """Latent observation error ``(L,)``: RMSE over frames of ``mu_obs(y) - mu_state(x)``.
 
-    ``frames`` are standardised states ``(N, F, ny, nx)``, ``std`` the observation noise
-    std (scalar or ``(m,)``) in standardised units, ``z ~ N(0, I)`` drawn from ``rng``.
+    ``frames`` are standardised states ``(N, F, ny, nx)`` and ``y`` ``(N, m)`` their noisy
+    standardised observations by the operator the VAE was trained with.
     """
-    check_operator(vae, operator)
     frames = np.asarray(to_numpy(frames), dtype=np.float32)
     if frames.ndim != 4 or frames.shape[1:] != vae.state_shape or len(frames) < 1:
         raise InputError(f"frames must be (N >= 1, {', '.join(map(str, vae.state_shape))}), got {frames.shape}")
-    std = np.asarray(std, dtype=np.float64)
-    if std.shape not in ((), (operator.m,)) or not np.all(std >= 0):
-        raise InputError(f"observation noise std must be >= 0, a scalar or ({operator.m},), got shape {std.shape}")
-    y = operator.apply(frames) + std * rng.standard_normal((len(frames), operator.m))
+    y = np.asarray(y, dtype=np.float64)
+    if y.shape != (len(frames), vae.n_obs):
+        raise InputError(f"observations must be ({len(frames)}, {vae.n_obs}), got {y.shape}")
     diff = encode_observations(vae, y) - encode_states(vae, frames)
     return np.sqrt(np.mean(diff**2, axis=0))
 
 
 @dataclass
-class LatentEnSF:
+class LatentEnSF(ScoreSettings, SequentialFilter):
     """Latent-EnSF analysis through a coupled VAE and the fused EnSF kernel.
 
     Parameters
     ----------
-    vae : CoupledVAE
-        Trained coupled VAE (its operator must be the observations').
-    latent_std : float or (L,) array
-        Noise std of the latent observation ``mu_obs(y)`` (see :func:`latent_obs_std`).
-    n_steps, eps_alpha, eps_beta, mixture, score_clip : the EnSF schedule and score.
-    kernel : backend of :func:`ldensf_hpc.kernels.ensf_update` (reference, numba, cuda).
+    vae : CoupledVAE, optional
+        Trained coupled VAE (its operator must be the observations'); by default the
+        problem's ``vae`` surrogate.
+    latent_std : float or (L,) array, optional
+        Noise std of the latent observation ``mu_obs(y)``; by default calibrated on
+        ``CALIBRATION_TRAJECTORIES`` validation trajectories at the observations' noise level
+        (:func:`latent_obs_std`). Floored at the stability limit of the explicit step.
+    n_steps, eps_alpha, eps_beta, mixture, score_clip, kernel : see :class:`~ldensf_hpc.filters.ensf.ScoreSettings`.
     """
 
-    vae: object
-    latent_std: object
-    n_steps: int = 100
-    eps_alpha: float = 0.01
-    eps_beta: float = 0.0
-    mixture: bool = True
-    score_clip: float | None = None
+    vae: object = None
+    latent_std: object = None
     kernel: str = "numba"
     name: ClassVar[str] = "latent_ensf"
-    capabilities: ClassVar[dict] = {
-        "space": "VAE latent", "dynamics": "full solver", "parameters": False, "irregular_times": True,
-        "moving_sensors": False, "smoother": False
-    }
+    label: ClassVar[str] = "Latent-EnSF"
+    capabilities: ClassVar[Capabilities] = Capabilities(parameters=False, irregular_times=True,
+                                                        moving_sensors=False, smoother=False, member_sharding=True)
+    space: ClassVar[str] = "VAE latent"
+    dynamics: ClassVar[str] = "full solver"
 
     def __post_init__(self):
-        if self.kernel not in kernels.BACKENDS:
-            raise ConfigError(f"Latent-EnSF: unknown kernel {self.kernel!r}; "
-                              f"choose one of {', '.join(kernels.BACKENDS)}")
-        std = np.asarray(self.latent_std, dtype=np.float64)
-        if std.shape not in ((), (self.vae.latent,)):
-            raise InputError(f"latent_std must be a scalar or ({self.vae.latent},), got shape {std.shape}")
-        if not (np.all(np.isfinite(std)) and np.all(std > 0)):
-            raise InputError("latent_std must be finite and > 0")
-        self.latent_std = std
+        super().__post_init__()
+        if self.latent_std is not None:
+            std = np.asarray(self.latent_std, dtype=np.float64)
+            if std.ndim > 1 or (self.vae is not None and std.shape not in ((), (self.vae.latent,))):
+                raise InputError(f"latent_std must be a scalar or (latent,), got shape {std.shape}")
+            if not (np.all(np.isfinite(std)) and np.all(std > 0)):
+                raise InputError("latent_std must be finite and > 0")
+            self.latent_std = std
 
     @classmethod
-    def from_config(cls, cfg, vae, latent_std) -> LatentEnSF:
-        e = cfg.ensf
-        return cls(vae=vae, latent_std=latent_std, n_steps=e.n_steps, eps_alpha=e.eps_alpha, eps_beta=e.eps_beta,
-                   mixture=e.mixture, score_clip=e.score_clip, kernel=e.kernel)
+    def from_config(cls, cfg) -> LatentEnSF:
+        return cls(**cls.settings(cfg, cfg.ensf.kernel))
 
-    def analyse(self, forecast, obs: Observation, rng: np.random.Generator):
-        """Analysis ``(K, F * ny * nx)`` (standardised fields, the forecast's dtype and array backend)."""
+    def surrogates(self, cfg) -> tuple[str, ...]:
+        return ("vae",)
+
+    def state_dim(self, problem: Problem) -> int:
+        return int((self.vae or problem.surrogate("vae")).latent)
+
+    def prepare(self, problem: Problem, observations: ObservationSet):
+        """Bind the problem's VAE and the latent observation std calibrated at this noise level."""
+        vae = self.vae if self.vae is not None else problem.surrogate("vae")
+        for op in problem.operators:
+            check_operator(vae, op)
+        std = self.latent_std
+        if std is None:
+            frames, y = [], []
+            for traj in problem.validation_trajectories(CALIBRATION_TRAJECTORIES):
+                obs = problem.observe(traj.frames, observations.level, traj.index)
+                frames.append((traj.frames - problem.field_mean[:, None, None]) / problem.field_std[:, None, None])
+                y += [o.y for o in problem.standardized(obs)]
+            std = latent_obs_std(vae, np.concatenate(frames), np.stack(y))
+        bound = replace(self, vae=vae, latent_std=self.sde.floor_std(std))
+        return bound, {"latent_obs_std_mean": float(np.mean(bound.latent_std))}
+
+    def analyse(self, forecast, obs: Observation, rng: np.random.Generator, rows: slice | None = None):
+        """Analysis samples ``(J, F * ny * nx)`` of members ``rows`` (standardised fields, the forecast's
+        dtype and array backend)."""
         check_inputs(forecast, obs)
         check_operator(self.vae, obs.operator)
         z = encode_states(self.vae, forecast)
         z_obs = encode_observations(self.vae, to_numpy(obs.y)[None])[0]
-        seed = int(rng.integers(0, 2**63))
-        analysis = kernels.ensf_update(z, z_obs, self.latent_std, n_steps=self.n_steps, eps_alpha=self.eps_alpha,
-                                       eps_beta=self.eps_beta, mixture=self.mixture, score_clip=self.score_clip,
-                                       seed=seed, backend=self.kernel)
-        fields = decode_states(self.vae, to_numpy(analysis)).reshape(len(z), -1)
+        analysis = self.update(z, z_obs, rows, obs_std=self.latent_std, seed=int(rng.integers(0, 2**63)))
+        fields = decode_states(self.vae, to_numpy(analysis)).reshape(len(analysis), -1)
         return array_module(forecast).asarray(fields, dtype=forecast.dtype)

@@ -25,9 +25,10 @@ from typing import ClassVar
 import numpy as np
 
 from ..backend import array_module
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..observe import ObservationOperator
-from .base import Observation, check_inputs
+from .base import Capabilities, Observation, check_inputs
+from .cycle import SequentialFilter
 
 
 def gaspari_cohn(r):
@@ -48,7 +49,7 @@ def distances(a, b, period=None):
 
 
 @dataclass
-class LETKF:
+class LETKF(SequentialFilter):
     """LETKF with Gaspari-Cohn R-localisation and multiplicative inflation.
 
     Parameters
@@ -64,10 +65,11 @@ class LETKF:
     inflation: float = 1.0
     block_entries: int = 2**22
     name: ClassVar[str] = "letkf"
-    capabilities: ClassVar[dict] = {
-        "space": "full state (local)", "dynamics": "full solver", "parameters": False,
-        "irregular_times": True, "moving_sensors": True, "smoother": False
-    }
+    label: ClassVar[str] = "LETKF"
+    capabilities: ClassVar[Capabilities] = Capabilities(parameters=False, irregular_times=True,
+                                                        moving_sensors=True, smoother=False, member_sharding=True)
+    space: ClassVar[str] = "full state (local)"
+    dynamics: ClassVar[str] = "full solver"
     _tapers: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -117,8 +119,11 @@ class LETKF:
         W = math.sqrt(K - 1) * (V / xp.sqrt(lam)[:, None, :]) @ Vt
         return W + wbar
 
-    def analyse(self, forecast, obs: Observation, rng=None):
-        """Analysis ensemble ``(K, d)``; deterministic (``rng`` is unused)."""
+    def analyse(self, forecast, obs: Observation, rng=None, rows: slice | None = None):
+        """Analysis members ``rows`` (default all) of the ensemble ``(K, d)``; deterministic (``rng`` is unused).
+
+        Every member's analysis needs the whole transform, so each MPI rank computes it and keeps its rows.
+        """
         check_inputs(forecast, obs)
         xp = array_module(forecast)
         K, d = forecast.shape
@@ -129,9 +134,10 @@ class LETKF:
         anomalies_obs = predicted - predicted.mean(axis=0)
         innovation = obs.y - predicted.mean(axis=0)
 
+        rows = slice(None) if rows is None else rows
         if self.radius is None:
             T = self.transforms(anomalies_obs, innovation, obs.inv_var[None, :])
-            return mean + T[0].T @ anomalies
+            return mean + T[0].T[rows] @ anomalies
 
         X = anomalies.reshape(K, op.n_fields, op.n_points)
         out = xp.empty_like(X)
@@ -141,4 +147,4 @@ class LETKF:
             rho = self._block_taper(op, loc, xp, forecast.dtype)
             T = self.transforms(anomalies_obs, innovation, rho * obs.inv_var[None, :])
             out[:, :, loc] = (X[:, :, loc].transpose(2, 1, 0) @ T).transpose(2, 1, 0)
-        return mean + out.reshape(K, d)
+        return (mean + out.reshape(K, d))[rows]

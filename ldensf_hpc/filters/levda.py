@@ -38,9 +38,9 @@ LDNet sees them; values and noise std are in the LDNet's standardised field unit
 (``(field - field_mean) / field_std``, see :func:`point_observations`), so
 ``R_i = diag(std_i^2)`` in those units.
 
-The window filter is driven by :meth:`LEVDA.run` (or :func:`levda_assimilate`): it
-does not fit ``analyse(forecast, obs, rng)`` one time at a time, as it works on
-windows of observations through the reconstruction network.
+:meth:`LEVDA.assimilate` (the method interface) turns a problem's grid observations into
+point observations and runs :meth:`LEVDA.run`, the window by window smoother; it works on
+windows of observations through the reconstruction network, not one time at a time.
 """
 from __future__ import annotations
 
@@ -53,9 +53,10 @@ import numpy as np
 import torch
 
 from ..backend import rng_for
-from ..config import ConfigError
-from ..errors import InputError
+from ..errors import ConfigError, InputError
+from .base import Capabilities, Method, MethodRun, ObservationSet, Problem
 from .envar4d import WindowResult
+from .ld_ensf import LatentModel, latent_run, latent_steps, reconstruct
 
 
 @dataclass(frozen=True, eq=False)
@@ -222,7 +223,7 @@ class LatentWindow:
 
 
 @dataclass
-class LEVDA:
+class LEVDA(Method):
     """Latent ensemble 4D-Var (LEVDA paper §3.2) on the LDNet state ``z = (s, u)``.
 
     Parameters
@@ -243,10 +244,11 @@ class LEVDA:
     history: int = 10
     perturb_obs: bool = False
     name: ClassVar[str] = "levda"
-    capabilities: ClassVar[dict] = {
-        "space": "LDNet latent + parameters", "dynamics": "LDNet", "parameters": True,
-        "irregular_times": True, "moving_sensors": True, "smoother": True
-    }
+    label: ClassVar[str] = "LEVDA"
+    capabilities: ClassVar[Capabilities] = Capabilities(parameters=True, irregular_times=True,
+                                                        moving_sensors=True, smoother=True, member_sharding=False)
+    space: ClassVar[str] = "LDNet latent + parameters"
+    dynamics: ClassVar[str] = "LDNet"
 
     def __post_init__(self):
         if int(self.window) != self.window or self.window < 1:
@@ -264,6 +266,43 @@ class LEVDA:
         c = cfg.levda
         return cls(window=c.window, inflation=c.inflation, additive=c.additive, max_iter=c.max_iter,
                    history=c.history, perturb_obs=c.perturb_obs)
+
+    def surrogates(self, cfg) -> tuple[str, ...]:
+        return ("ldnet",)
+
+    def state_dim(self, problem: Problem) -> int:
+        ldnet = problem.surrogate("ldnet")
+        return int(ldnet.latent + ldnet.n_params)
+
+    def assimilate(self, problem: Problem, observations: ObservationSet, seed: int = 0) -> MethodRun:
+        """Windows over all observation times from the LDNet's first latent state of the prior.
+
+        The members (and the background, the model run from the background mean, scored as
+        the ``background`` field) are reconstructed at the observation times: between latent
+        steps by eq. 17.
+        """
+        ldnet = problem.surrogate("ldnet")
+        model = LatentModel(ldnet)
+        z0 = model.step(model.initial_state(problem.prior_params))
+        times = latent_steps(problem, ldnet)
+        points = []
+        for t, (op, y, std) in enumerate(zip(problem.operators, observations.y, observations.assumed)):
+            points += point_observations(ldnet, op, problem.x, problem.y, y[None], std, [times[t]])
+        res = self.run(ldnet, z0, points, seed=seed, keep_members=True)
+
+        def at_times(z_steps):  # (n_steps, ..., D) on integer latent steps -> (T, ..., D) at the observation times
+            k = np.floor(times).astype(int)
+            z = torch.as_tensor(z_steps[k], dtype=torch.float32)
+            a = torch.as_tensor(times - k, dtype=torch.float32).reshape(-1, *[1] * (z.ndim - 1))
+            s, u = z[..., :ldnet.latent], z[..., ldnet.latent:]
+            with torch.no_grad():
+                s = interpolate_latent(ldnet, s, u, a)
+            return torch.cat([s, u], dim=-1).numpy()
+
+        background = reconstruct(ldnet, at_times(res.background_trajectory), problem.x, problem.y)
+        return latent_run(problem, ldnet, at_times(res.trajectory_members), timings={"T_d": res.T_d, "T_f": res.T_f},
+                          extra={"cost_background": res.cost_background.tolist(),
+                                 "cost_analysis": res.cost_analysis.tolist()}, fields={"background": background})
 
     def analyse_window(self, ldnet, background: torch.Tensor, observations, t0: float,
                        rng: np.random.Generator):
@@ -385,12 +424,3 @@ def _rollout(ldnet, z: torch.Tensor, n_steps: int) -> list:
     for _ in range(n_steps):
         out.append(torch.cat([ldnet.step(out[-1][:, :latent], out[-1][:, latent:]), out[-1][:, latent:]], dim=1))
     return out
-
-
-def levda_assimilate(ldnet, ensemble_z, observations, window: int, *, inflation: float = 1.0,
-                     additive: float = 0.0, max_iter: int = 50, history: int = 10, perturb_obs: bool = False,
-                     n_windows: int | None = None, seed: int = 0, keep_members: bool = False) -> WindowResult:
-    """Run LEVDA (see :class:`LEVDA` and :meth:`LEVDA.run`) with windows of ``window`` latent steps."""
-    return LEVDA(window=window, inflation=inflation, additive=additive, max_iter=max_iter, history=history,
-                 perturb_obs=perturb_obs).run(ldnet, ensemble_z, observations, n_windows=n_windows, seed=seed,
-                                              keep_members=keep_members)

@@ -22,9 +22,10 @@ import math
 
 import numpy as np
 from numba import njit, prange
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
 from ..errors import InputError
+from .philox import FASTMATH, JIT, bitcast, member_normals
 
 TILE = 256
 """Forecast members per online-softmax tile."""
@@ -33,30 +34,7 @@ PAD = 64
 """The transposed forecast ensemble is zero-padded to a multiple of this many members, so
 the SIMD loops (16 lanes x 4 interleaved) never fall into their scalar remainder."""
 
-FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-"""LLVM fast-math flags: reassociation vectorises the sums; no nnan/ninf assumptions."""
-
-JIT = {"cache": True, "fastmath": FASTMATH, "error_model": "numpy"}
-
-_M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
-_W0, _W1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
-_LO = np.uint64(0xFFFFFFFF)
-_SHIFT = np.uint64(32)
 _LN2 = math.log(2.0)
-_SQRT2 = math.sqrt(2.0)
-_LOG_SERIES = tuple(2.0 / (2 * k + 1) for k in reversed(range(12)))  # log m = 2 atanh(s), |s| < 0.172
-_SIN_SERIES = tuple((-1.0) ** k / math.factorial(2 * k + 1) for k in reversed(range(10)))
-_COS_SERIES = tuple((-1.0) ** k / math.factorial(2 * k) for k in reversed(range(11)))
-
-
-@intrinsic
-def _bitcast(typingctx, value, like):
-    """The bits of ``value`` reinterpreted as the type of ``like`` (same width; LLVM bitcast)."""
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(like))
-
-    return like(value, like), codegen
 
 
 def _exp_nonpositive(x):
@@ -90,7 +68,7 @@ def _exp_nonpositive_impl(x):
         p = coeffs[0]
         for c in coeffs[1:]:
             p = p * f + c
-        return p * _bitcast(itype((itype(n) + bias) << shift), like)
+        return p * bitcast(itype((itype(n) + bias) << shift), like)
 
     return impl
 
@@ -103,80 +81,12 @@ def _min_nonnegative_impl(values):
     ilike, flike = (np.int32(0), np.float32(0)) if single else (np.int64(0), np.float64(0))
 
     def impl(values):
-        low = _bitcast(values[0], ilike)
+        low = bitcast(values[0], ilike)
         for t in range(1, values.shape[0]):
-            low = min(low, _bitcast(values[t], ilike))
-        return _bitcast(low, flike)
+            low = min(low, bitcast(values[t], ilike))
+        return bitcast(low, flike)
 
     return impl
-
-
-@njit(inline="always", **JIT)
-def _log_unit(u):
-    """log(u) for float64 u > 0 to a few ulp: u = m 2^e, m in [1/sqrt2, sqrt2), series."""
-    bits = _bitcast(u, np.int64(0))
-    e = (bits >> 52) - 1023
-    m = _bitcast((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000, 0.0)
-    big = m > _SQRT2
-    m = m * 0.5 if big else m
-    e = e + 1 if big else e
-    s = (m - 1.0) / (m + 1.0)
-    s2 = s * s
-    p = _LOG_SERIES[0]
-    for c in _LOG_SERIES[1:]:
-        p = p * s2 + c
-    return e * _LN2 + s * p
-
-
-@njit(inline="always", **JIT)
-def _sincos_turn(u):
-    """(cos, sin)(2 pi u) for float64 u in [0, 1]: quarter-turn reduction, Taylor series."""
-    n = np.floor(4.0 * u + 0.5)
-    r = 2.0 * math.pi * (u - 0.25 * n)  # |r| <= pi / 4
-    r2 = r * r
-    s = _SIN_SERIES[0]
-    for c in _SIN_SERIES[1:]:
-        s = s * r2 + c
-    s *= r
-    c_ = _COS_SERIES[0]
-    for c in _COS_SERIES[1:]:
-        c_ = c_ * r2 + c
-    quarter = np.int64(n)  # rotate (cos r, sin r) by quarter * 90 degrees
-    odd = (quarter & 1) == 1
-    cos = (1 - 2 * (((quarter + 1) >> 1) & 1)) * (s if odd else c_)
-    sin = (1 - 2 * ((quarter >> 1) & 1)) * (c_ if odd else s)
-    return cos, sin
-
-
-@njit(**JIT)
-def _member_normals(z, k0, k1, member):
-    """Normals ``z`` (n_steps + 1, d) of ``philox_normals`` for one member, all noise indices:
-    Philox4x32-10 with counter (j // 4, step, member, 0) and key (k0, k1), then Box-Muller."""
-    n, d = z.shape
-    words = np.empty((4, n), np.uint64)
-    pair = np.empty((2, n))
-    for b in range((d + 3) // 4):
-        for s in range(n):
-            c0, c1, c2, c3 = np.uint64(b), np.uint64(s), np.uint64(member), np.uint64(0)
-            key0, key1 = k0, k1
-            for _ in range(10):
-                p0 = _M0 * c0
-                p1 = _M1 * c2
-                c0, c1, c2, c3 = (p1 >> _SHIFT) ^ c1 ^ key0, p1 & _LO, (p0 >> _SHIFT) ^ c3 ^ key1, p0 & _LO
-                key0 = (key0 + _W0) & _LO
-                key1 = (key1 + _W1) & _LO
-            words[0, s], words[1, s], words[2, s], words[3, s] = c0, c1, c2, c3
-        for h in range(min(2, (d - 4 * b + 1) // 2)):
-            first, second = words[2 * h], words[2 * h + 1]
-            for s in range(n):
-                u1 = (np.float64(first[s]) + 0.5) * 2.0**-32
-                u2 = (np.float64(second[s]) + 0.5) * 2.0**-32
-                radius = math.sqrt(-2.0 * _log_unit(u1))
-                cos, sin = _sincos_turn(u2)
-                pair[0, s] = radius * cos
-                pair[1, s] = radius * sin
-            for e in range(min(2, d - 4 * b - 2 * h)):
-                z[:, 4 * b + 2 * h + e] = pair[e]
 
 
 @njit(**JIT)
@@ -264,8 +174,9 @@ def _mixture_mean(x, prior_t, K, a, c, buf, mean):
 
 
 @njit(parallel=True, **JIT)
-def _analysis(prior, prior_t, obs, inv_var, table, noise, k0, k1, mixture, clip, out):
-    """All Euler steps for every member (one member per prange iteration) into ``out``.
+def _analysis(prior, prior_t, obs, inv_var, table, noise, k0, k1, mixture, clip, first, out):
+    """All Euler steps for the samples of members ``first .. first + len(out) - 1`` (one per
+    prange iteration) into ``out``; every member of ``prior`` enters the mixture score.
 
     ``noise`` is (n_steps + 1, K, d) or empty (then the Philox stream with key (k0, k1));
     ``clip[0] > 0`` clips the score; the per-step coefficients are the rows of ``table``.
@@ -274,7 +185,8 @@ def _analysis(prior, prior_t, obs, inv_var, table, noise, k0, k1, mixture, clip,
     n_steps = table.shape[0]
     has_noise = noise.shape[0] > 0
     has_clip = clip[0] > 0
-    for m in prange(K):
+    for r in prange(out.shape[0]):
+        m = first + r
         x = np.empty(d, prior.dtype)
         mean = np.empty(d, prior.dtype)
         buf = np.empty(TILE, prior.dtype)
@@ -282,7 +194,7 @@ def _analysis(prior, prior_t, obs, inv_var, table, noise, k0, k1, mixture, clip,
             z = noise[:, m]
         else:
             z = np.empty((n_steps + 1, d), prior.dtype)
-            _member_normals(z, k0, k1, m)
+            member_normals(z, k0, k1, m)
         x[:] = z[0]
         for i in range(n_steps):
             a, inv_b2, c = table[i, 0], table[i, 1], table[i, 2]
@@ -296,20 +208,21 @@ def _analysis(prior, prior_t, obs, inv_var, table, noise, k0, k1, mixture, clip,
                 if has_clip:
                     score = min(max(score, -clip[0]), clip[0])
                 x[j] = x_factor * x[j] + score_factor * score + noise_scale * z[i + 1, j]
-        out[m] = x
+        out[r] = x
 
 
-def analysis(prior, obs, inv_var, table, noise, seed, mixture, clip) -> np.ndarray:
+def analysis(prior, obs, inv_var, table, noise, seed, mixture, clip, rows) -> np.ndarray:
     """Numba EnSF analysis (arguments as prepared by :func:`ldensf_hpc.kernels.ensf_update`)."""
     if not isinstance(prior, np.ndarray):
         raise InputError("the numba backend needs NumPy arrays; use backend='cuda' for CuPy arrays")
     dtype = prior.dtype
     if noise is None:
         noise = np.empty((0, 0, 0), dtype)
-    out = np.empty_like(prior)
     K, d = prior.shape
+    out = np.empty((rows.stop - rows.start, d), dtype)
     prior_t = np.zeros((d, -(-K // PAD) * PAD), dtype)
     prior_t[:, :K] = prior.T
     _analysis(prior, prior_t, obs, inv_var, table.astype(dtype, copy=False), noise,
-              np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32), mixture, np.array([clip or 0.0], dtype), out)
+              np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32), mixture, np.array([clip or 0.0], dtype),
+              np.int64(rows.start), out)
     return out

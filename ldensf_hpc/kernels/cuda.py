@@ -48,7 +48,7 @@ def load_module():
     return cupy.RawModule(code=SOURCE.read_text(), options=("--std=c++17",)), "nvrtc"
 
 
-def analysis(prior, obs, inv_var, table, noise, seed, mixture, clip):
+def analysis(prior, obs, inv_var, table, noise, seed, mixture, clip, rows):
     """CUDA EnSF analysis (arguments as prepared by :func:`ldensf_hpc.kernels.ensf_update`).
 
     Returns a CuPy array for CuPy ``prior``, else a NumPy array; always float32.
@@ -68,8 +68,10 @@ def analysis(prior, obs, inv_var, table, noise, seed, mixture, clip):
         return cp.ascontiguousarray(cp.asarray(array, dtype=cp.float32))
 
     noise_arg = f32(noise) if noise is not None else cp.empty(1, cp.float32)
-    out = cp.empty((K, d), cp.float32)
-    kernel(((K + THREADS - 1) // THREADS,), (THREADS,),
+    n_rows = rows.stop - rows.start
+    out = cp.empty((n_rows, d), cp.float32)
+    kernel(((n_rows + THREADS - 1) // THREADS,), (THREADS,),
            (f32(prior), np.int32(K), np.int32(d), f32(obs), f32(inv_var), f32(table), np.int32(table.shape[0]),
-            np.int32(mixture), np.float32(clip or 0.0), noise_arg, np.int32(noise is not None), np.uint64(seed), out))
+            np.int32(mixture), np.float32(clip or 0.0), noise_arg, np.int32(noise is not None), np.uint64(seed),
+            np.int32(rows.start), np.int32(n_rows), out))
     return out if on_device else cp.asnumpy(out)

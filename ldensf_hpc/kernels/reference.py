@@ -6,13 +6,16 @@ so the logits come from one matrix product, the weights from a softmax over k an
 weighted mean from a second product (queries are processed in row chunks so that no more
 than ``LOGIT_BUDGET`` logits exist at once; never a K x K x d array).
 
-Also the NumPy Philox4x32-10 stream (:func:`philox_normals`) that the ``numba`` and ``cuda``
-backends draw on the fly when no noise array is given.
+Also the NumPy Philox4x32-10 stream (:func:`philox_normals`), the definition of the normals
+every backend draws when no noise array is given (:mod:`ldensf_hpc.kernels.philox` is its
+compiled twin, tested equal).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from . import philox
 
 LOGIT_BUDGET = 1 << 24
 """Largest number of logits (query rows x K) materialised at once."""
@@ -53,35 +56,44 @@ def philox_normals(seed: int, step: int, K: int, d: int) -> np.ndarray:
     return z.reshape(K, 4 * blocks)[:, :d]
 
 
-def analysis(prior, obs, inv_var, table, noise, seed, mixture, clip, device=None) -> np.ndarray:
+def analysis(prior, obs, inv_var, table, noise, seed, mixture, clip, rows, device=None):
     """Reference EnSF analysis (arguments as prepared by :func:`ldensf_hpc.kernels.ensf_update`).
 
-    ``prior``, ``obs``, ``inv_var`` and ``noise`` may be NumPy arrays or torch tensors;
-    ``device`` (e.g. "cuda") selects where torch computes. Returns a NumPy array.
+    ``prior``, ``obs``, ``inv_var`` and ``noise`` may be NumPy or CuPy arrays or torch tensors;
+    torch computes on ``device`` (default: where ``prior`` lives). Draws the samples of the
+    members ``rows``; seeded normals come from :func:`ldensf_hpc.kernels.philox.normals`
+    (the :func:`philox_normals` stream, compiled). Returns an array of the input's kind
+    (CuPy for CuPy input, else NumPy).
     """
     p = torch.as_tensor(prior, device=device)
     K, d = p.shape
+    first, J = rows.start, rows.stop - rows.start
 
     def draw(step):
         if noise is not None:
-            return torch.as_tensor(noise[step], device=p.device, dtype=p.dtype)
-        return torch.as_tensor(philox_normals(seed, step, K, d), device=p.device).to(p.dtype)
+            return torch.as_tensor(noise[step, first:first + J], device=p.device, dtype=p.dtype)
+        return torch.as_tensor(philox.normals(seed, step, first, J, d), device=p.device).to(p.dtype)
 
     y = torch.as_tensor(obs, device=p.device)
     iv = torch.as_tensor(inv_var, device=p.device)
     norms = (p * p).sum(dim=1)
+    paired = p[first:first + J]
     chunk = max(1, LOGIT_BUDGET // K)
     x = draw(0)
     for i, (a, inv_b2, c, x_factor, score_factor, h, noise_scale) in enumerate(np.asarray(table).tolist()):
         if mixture:
             mean = torch.empty_like(x)
-            for q in range(0, K, chunk):
+            for q in range(0, J, chunk):
                 logits = torch.addmm(norms, x[q:q + chunk], p.T, beta=-a * a * c, alpha=2.0 * a * c)
                 mean[q:q + chunk] = torch.softmax(logits, dim=1) @ p
         else:
-            mean = p
+            mean = paired
         score = (a * mean - x) * inv_b2 + h * (y - x) * iv
         if clip is not None:
             score = score.clamp(-clip, clip)
         x = x_factor * x + score_factor * score + noise_scale * draw(i + 1)
+    if hasattr(prior, "__cuda_array_interface__") and not isinstance(prior, torch.Tensor):
+        import cupy
+
+        return cupy.from_dlpack(x)
     return x.cpu().numpy()

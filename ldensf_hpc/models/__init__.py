@@ -9,14 +9,19 @@ Every model is built by a factory from its config section and exposes
 - ``from_fields(fields) -> state``, and attributes ``name``, ``field_names``,
   ``param_names``, ``dt`` (seconds or model time per step), ``grid`` (dict).
 
-Filters, data generation and MPI sharding only ever call these.
+Filters, data generation and MPI sharding only ever call these. Each model's config
+section (a dataclass) lives beside it; the case registry (:mod:`ldensf_hpc.cases`)
+pairs a case name with its model, section and frame schedule.
 """
 from __future__ import annotations
 
-import importlib
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+from ..backend import array_module
+from ..errors import InputError
 
 
 class Model(Protocol):
@@ -36,33 +41,23 @@ class Model(Protocol):
     def from_fields(self, fields): ...
 
 
-class SolverError(RuntimeError):
-    """A solver run that became invalid (NaN/Inf, unstable time step, bad input)."""
+@dataclass(frozen=True)
+class FrameSchedule:
+    """Stored frames: after ``warmup_steps`` solver steps, ``n_frames`` frames ``steps_per_frame`` apart."""
+
+    warmup_steps: int
+    steps_per_frame: int
+    n_frames: int
 
 
 def trajectory(model, state, params, n_frames: int, steps_per_frame: int):
     """Run ``n_frames`` frames and return fields ``(K, n_frames + 1, F, ny, nx)`` incl. the start."""
-    xp = np if isinstance(state, np.ndarray) else __import__("cupy")
+    xp = array_module(state)
     frames = [model.to_fields(state)]
     for _ in range(n_frames):
         state = model.step(state, params, steps_per_frame)
         frames.append(model.to_fields(state))
     return xp.stack(frames, axis=1)
-
-
-MODELS = {
-    "swe": ("ldensf_hpc.models.shallow_water", "ShallowWater", "swe"),
-    "kolmogorov": ("ldensf_hpc.models.kolmogorov", "Kolmogorov", "kolmogorov"),
-    "lorenz96": ("ldensf_hpc.models.lorenz96", "Lorenz96", "lorenz96"),
-}
-
-
-def make_model(case: str, cfg):
-    """Build the model named ``case`` from the full :class:`~ldensf_hpc.config.Config`."""
-    if case not in MODELS:
-        raise ValueError(f"unknown model {case!r}; choose one of {', '.join(MODELS)}")
-    module, cls, section = MODELS[case]
-    return getattr(importlib.import_module(module), cls)(getattr(cfg, section))
 
 
 class Standardized:
@@ -80,7 +75,7 @@ class Standardized:
         self.mean = np.asarray(mean, dtype=np.float64).reshape(-1, 1, 1)
         self.std = np.asarray(std, dtype=np.float64).reshape(-1, 1, 1)
         if np.any(self.std <= 0):
-            raise ValueError("standardisation needs positive field standard deviations")
+            raise InputError("standardisation needs positive field standard deviations")
 
     def standardize(self, fields):
         return (fields - self.mean) / self.std

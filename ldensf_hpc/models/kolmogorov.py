@@ -30,8 +30,26 @@ from typing import Callable
 import numpy as np
 
 from ..backend import get_xp, to_numpy
-from ..config import ConfigError
-from . import SolverError
+from ..errors import ConfigError, SolverError
+
+
+@dataclass
+class KolmogorovConfig:
+    """Forced 2-D Navier-Stokes on [0, 2pi]^2 in vorticity form."""
+
+    n: int = 150
+    dt: float = 0.004
+    steps_per_frame: int = 10  # frames every 0.04
+    warmup_frames: int = 100  # dropped
+    n_frames: int = 200  # kept
+    re_min: float = 500.0
+    re_max: float = 1500.0
+    drag: float = 0.1  # linear drag coefficient
+    forcing_wavenumber: int = 4  # f = sin(k y) x-hat
+    backend: str = "numpy"  # numpy | scipy | cupy
+    workers: int = 2  # scipy.fft workers
+    initial_seed: int | None = 0  # one initial vorticity for all trajectories (None: one per trajectory)
+
 
 MAX_CFL = 1.0  # max |v| dt / dx accepted before a step (RK4 + 2/3-dealiased spectral advection)
 INITIAL_PEAK_WAVENUMBER = 4.0  # initial vorticity spectrum ~ exp(-|k|^2 / (2 k_p^2)), |k| <= 2 k_p

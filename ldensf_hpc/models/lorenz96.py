@@ -1,10 +1,19 @@
 """Lorenz-96 (dx_i/dt = (x_{i+1} - x_{i-2}) x_{i-1} - x_i + F), RK4, batched over members."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..backend import array_module
-from . import SolverError
+from ..errors import ConfigError, SolverError
+
+
+@dataclass
+class Lorenz96Config:
+    d: int = 40
+    forcing: float = 8.0
+    dt: float = 0.01
 
 
 class Lorenz96:
@@ -15,9 +24,9 @@ class Lorenz96:
 
     def __init__(self, cfg):
         if cfg.d < 4:
-            raise ValueError(f"Lorenz-96 needs d >= 4, got {cfg.d}")
+            raise ConfigError(f"Lorenz-96 needs d >= 4, got {cfg.d}")
         if not cfg.dt > 0:
-            raise ValueError(f"Lorenz-96 time step must be positive, got {cfg.dt}")
+            raise ConfigError(f"Lorenz-96 time step must be positive, got {cfg.dt}")
         self.cfg = cfg
         self.dt = cfg.dt
         self.field_names = ("x",)

@@ -37,14 +37,31 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit, prange
 
-from ..backend import BackendError, array_module, cupy_available
-from ..config import ConfigError
-from ..errors import InputError
-from . import SolverError
+from ..backend import array_module, cupy_available
+from ..errors import BackendError, ConfigError, InputError, SolverError
+
+
+@dataclass
+class SWEConfig:
+    """Tsunami shallow water on an L x L basin (DESIGN.md, "Test cases")."""
+
+    n: int = 150  # grid points per direction
+    length: float = 1.0e6  # basin side L [m]
+    depth: float = 100.0  # mean depth H [m]
+    g: float = 9.81  # gravity [m s^-2]
+    f0: float = 1.0e-4  # Coriolis parameter [s^-1]
+    beta: float = 2.0e-11  # beta-plane gradient [m^-1 s^-1]
+    cfl: float = 0.1  # dt = cfl * dx / sqrt(g H)
+    n_steps: int = 2000  # solver steps per trajectory
+    save_every: int = 5  # steps between stored frames
+    bump_width: float = 5.0e4  # Gaussian bump sigma [m]
+    bump_height: float = 1.0  # Gaussian bump amplitude [m]
+    backend: str = "numba"  # numpy | numba | cupy
 
 CFL_LIMIT = 1.0 / math.sqrt(2.0)  # forward-backward gravity waves on a 2-D C grid
 

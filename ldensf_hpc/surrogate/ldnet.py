@@ -19,12 +19,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from ..config import ConfigError, LDNetConfig
-from ..data.dataset import Normalization
+from ..backend import rng_for
+from ..config import LDNetConfig
+from ..data.dataset import Normalization, PointSampleDataset, TrajectoryStore, load_normalization, split_indices
+from ..data.store import write_json
+from ..errors import ConfigError
+from .training import ORDER_STREAM, Phase, check_training, relative_error, run_phases, select_device
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
 
@@ -89,6 +95,7 @@ class LDNet(nn.Module):
     """
 
     kind = "ldnet"
+    requires: tuple[str, ...] = ()  # surrogates that must be trained first
 
     def __init__(self, cfg: LDNetConfig, n_params: int, n_fields: int, norm: Normalization,
                  field_names: tuple[str, ...] = (), param_names: tuple[str, ...] = ()):
@@ -170,9 +177,82 @@ class LDNet(nn.Module):
                 "param_names": list(self.param_names), "norm": self.norm.to_dict(),
                 "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
 
+    @staticmethod
+    def fit(cfg, data_dir, out_dir, **kwargs) -> dict:
+        """Train (or resume) on a dataset; see :func:`train_ldnet`."""
+        return train_ldnet(cfg, data_dir, out_dir, **kwargs)
+
     @classmethod
     def from_checkpoint(cls, ckpt: dict) -> LDNet:
         model = cls(LDNetConfig(**ckpt["config"]), ckpt["n_params"], ckpt["n_fields"],
                     Normalization.from_dict(ckpt["norm"]), tuple(ckpt["field_names"]), tuple(ckpt["param_names"]))
         model.load_state_dict(ckpt["state_dict"])
         return model
+
+
+def ldnet_errors(model: LDNet, store: TrajectoryStore, trajectories) -> np.ndarray:
+    """Relative error ``(n, F)`` of the LDNet prediction from ``u`` alone on the full grid,
+    per trajectory and field, over all kept frames (physical units)."""
+    device = model.embedding.freqs.device
+    frame_every = model.cfg.frame_every
+    n_kept = store.kept_frames(frame_every)
+    out = []
+    for j in trajectories:
+        u = torch.as_tensor(model.norm.scale_params(store.params[j][None]), dtype=torch.float32, device=device)
+        with torch.no_grad():
+            s = model.rollout(u, n_kept)[0]
+        pred = model.fields_on_grid(s, store.x, store.y).cpu().numpy()
+        true = store.frames(j, frame_every)
+        out.append(relative_error(pred, true, axis=(0, 2, 3)))
+    return np.array(out)
+
+
+def train_ldnet(cfg, data_dir, out_dir, *, callback=None, progress: bool = True) -> dict:
+    """Train (or resume) the LDNet of ``cfg.ldnet`` on ``data_dir``; write ``out_dir/ldnet.pt``.
+
+    Returns the summary also written to ``out_dir/ldnet.json`` (history, train/val/test errors).
+    """
+    check_training(cfg)
+    lcfg = cfg.ldnet
+    tcfg = cfg.train
+    device = select_device(tcfg.device)
+    store = TrajectoryStore(data_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    norm = load_normalization(store, cfg.data.split, cfg.data.seed)
+    common = {"frame_every": lcfg.frame_every, "points_per_frame": cfg.data.points_per_frame,
+              "seed": cfg.data.seed, "fractions": cfg.data.split, "norm": norm}
+    train_set = PointSampleDataset(store, "train", **common)
+    val_set = PointSampleDataset(store, "val", fixed_points=True, **common)
+    n_kept = train_set.n_kept
+    torch.manual_seed(tcfg.seed)
+    model = LDNet(lcfg, store.params.shape[1], store.n_fields, norm, store.field_names, store.param_names).to(device)
+
+    def batches(keys):
+        train_set.set_epoch(*keys)
+        order = rng_for(tcfg.seed, ORDER_STREAM, *keys).permutation(len(train_set)).tolist()
+        return torch.utils.data.DataLoader(train_set, batch_size=lcfg.batch_size, sampler=order,
+                                           num_workers=tcfg.workers)
+
+    def val_batches():
+        return torch.utils.data.DataLoader(val_set, batch_size=lcfg.batch_size, num_workers=tcfg.workers)
+
+    def loss(batch):
+        u, xi, target = (t.to(device) for t in batch)
+        pred = model.reconstruct(model.rollout(u, n_kept), xi)
+        return torch.nn.functional.mse_loss(pred, target)
+
+    phases = [Phase("joint", list(model.parameters()), lcfg.epochs, lcfg.lr, batches, val_batches, loss),
+              Phase("retrain", list(model.reconstruction_net.parameters()), lcfg.retrain_epochs, lcfg.retrain_lr,
+                    batches, val_batches, loss)]
+    history = run_phases(model, phases, out / "ldnet.pt", tcfg.seed, min_lr_ratio=tcfg.min_lr_ratio,
+                         patience=tcfg.patience, device=device, callback=callback, progress=progress)
+    model.eval()
+    splits = split_indices(store.n_trajectories, cfg.data.split, cfg.data.seed)
+    errors = {name: ldnet_errors(model, store, idx) for name, idx in splits.items()}
+    summary = {"model": "ldnet", "case": cfg.case, "config": dataclasses.asdict(lcfg), "history": history,
+               "frames": n_kept, "field_names": list(store.field_names),
+               **{f"{name}_rel_error": float(e.mean()) for name, e in errors.items()},
+               "test_rel_error_per_field": dict(zip(store.field_names, errors["test"].mean(axis=0).tolist()))}
+    write_json(out / "ldnet.json", summary)
+    return summary

@@ -23,12 +23,13 @@ import torch
 from torch import nn
 
 from ..backend import rng_for
-from ..config import ConfigError, SetEncoderConfig
+from ..config import SetEncoderConfig
 from ..data.dataset import Normalization, TrajectoryStore, split_indices
 from ..data.store import write_json
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..observe import ObservationOperator, full_operator, moving_points
-from .ldnet import MLP
+from .ldnet import MLP, LDNet
+from .training import Phase, check_training, finished, observation_operator, relative_error, run_phases, select_device
 
 # rng streams: training sensors rng_for(train seed, _SENSOR_STREAM, phase, epoch, trajectory), batch order
 # rng_for(train seed, _ORDER_STREAM, phase, epoch); evaluation sensors rng_for(data seed, _EVAL_STREAM, trajectory)
@@ -51,6 +52,7 @@ class SetEncoder(nn.Module):
     """
 
     kind = "set_encoder"
+    requires: tuple[str, ...] = ("ldnet",)
 
     def __init__(self, cfg: SetEncoderConfig, n_fields: int, latent: int, n_params: int, norm: Normalization,
                  frame_every: int = 1):
@@ -126,6 +128,15 @@ class SetEncoder(nn.Module):
                 "latent": self.latent, "n_params": self.n_params, "norm": self.norm.to_dict(),
                 "frame_every": self.frame_every,
                 "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
+
+    def encode_history(self, operators: list[ObservationOperator], y) -> np.ndarray:
+        """See :func:`encode_history`."""
+        return encode_history(self, operators, y)
+
+    @staticmethod
+    def fit(cfg, data_dir, out_dir, **kwargs) -> dict:
+        """Train (or resume) against the finished LDNet in ``out_dir``; see :func:`train_set_encoder`."""
+        return train_set_encoder(cfg, data_dir, out_dir, **kwargs)
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict) -> SetEncoder:
@@ -208,14 +219,11 @@ def train_set_encoder(cfg, data_dir, out_dir, *, callback=None, progress: bool =
     the latent / parameter relative errors per split with the fixed grid operator
     (``*_grid``) and with moving sensors (``*_moving``, positions fixed by the data seed).
     """
-    from .train import (Phase, finished_ldnet, observation_operator, relative_error, run_phases, select_device,
-                        surrogate_configs)
-
-    surrogate_configs(cfg)
+    check_training(cfg)
     tcfg = cfg.train
     device = select_device(tcfg.device)
     out = Path(out_dir)
-    ldnet = finished_ldnet(out, device)
+    ldnet = finished(LDNet, out, device)
     store = TrajectoryStore(data_dir)
     grid, spec = observation_operator(cfg, store)
     shape, n_grid = grid.shape, grid.n_points

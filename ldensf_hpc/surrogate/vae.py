@@ -34,11 +34,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..backend import rng_for
-from ..config import ConfigError, VAEConfig
-from ..data.dataset import Normalization
-from ..errors import InputError
+from ..config import VAEConfig
+from ..data.dataset import Normalization, TrajectoryStore, load_normalization, split_indices
+from ..data.store import write_json
+from ..errors import ConfigError, InputError
+from .training import ORDER_STREAM, Phase, check_training, observation_operator, run_phases, select_device
 
-_ORDER_STREAM, _NOISE_STREAM, _VAL_NOISE_STREAM = 11, 12, 13  # rng_for(train seed, stream, ...); 10 seeds torch
+_NOISE_STREAM, _VAL_NOISE_STREAM = 12, 13  # rng_for(train seed, stream, ...); 10 seeds torch, 11 orders
 _EVAL_CHUNK = 256  # frames per forward pass when computing errors
 
 
@@ -61,6 +63,7 @@ class CoupledVAE(nn.Module):
     """
 
     kind = "vae"
+    requires: tuple[str, ...] = ()
 
     def __init__(self, cfg: VAEConfig, n_fields: int, ny: int, nx: int, n_obs: int, norm: Normalization,
                  observe: dict | None = None):
@@ -149,6 +152,11 @@ class CoupledVAE(nn.Module):
                 "ny": self.ny, "nx": self.nx, "n_obs": self.n_obs, "norm": self.norm.to_dict(),
                 "observe": self.observe, "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
 
+    @staticmethod
+    def fit(cfg, data_dir, out_dir, **kwargs) -> dict:
+        """Train (or resume) on a dataset; see :func:`train_vae`."""
+        return train_vae(cfg, data_dir, out_dir, **kwargs)
+
     @classmethod
     def from_checkpoint(cls, ckpt: dict) -> CoupledVAE:
         model = cls(VAEConfig(**ckpt["config"]), ckpt["n_fields"], ckpt["ny"], ckpt["nx"], ckpt["n_obs"],
@@ -190,12 +198,8 @@ def train_vae(cfg, data_dir, out_dir, *, callback=None, progress: bool = True) -
     ``{train,val,test}_rel_error`` (``D(mu_state)``) and ``..._rel_error_obs`` (``D(mu_obs)`` of
     noiseless observations), relative 2-norm per frame in physical units, averaged.
     """
-    from ..data.dataset import TrajectoryStore, load_normalization, split_indices
-    from ..data.store import write_json
-    from .train import Phase, observation_operator, run_phases, select_device, surrogate_configs
-
     vcfg, tcfg = cfg.vae, cfg.train
-    surrogate_configs(cfg)  # checks the case and the shared training settings
+    check_training(cfg)
     for name in ("kl_weight", "align_weight", "obs_noise"):
         if not getattr(vcfg, name) >= 0:
             raise ConfigError(f"vae.{name} must be >= 0, got {getattr(vcfg, name)}")
@@ -221,7 +225,7 @@ def train_vae(cfg, data_dir, out_dir, *, callback=None, progress: bool = True) -
     def batches(keys):
         x, y = frames["train"], obs["train"]
         noise = rng_for(tcfg.seed, _NOISE_STREAM, *keys)
-        for b in chunks(len(x), rng_for(tcfg.seed, _ORDER_STREAM, *keys).permutation(len(x))):
+        for b in chunks(len(x), rng_for(tcfg.seed, ORDER_STREAM, *keys).permutation(len(x))):
             yb = y[b]
             if vcfg.obs_noise > 0:
                 yb = yb + vcfg.obs_noise * noise.standard_normal(yb.shape).astype(np.float32)

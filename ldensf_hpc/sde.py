@@ -15,12 +15,21 @@ Reverse step (Algorithm 1), with score = prior score + h(tau) likelihood score:
 Noise convention shared by all backends: an array of shape ``(n_steps + 1, K, d)``;
 ``noise[0]`` is the N(0, I) start at tau = 1 and ``noise[i + 1]`` the increment of
 step ``i``. Passing the same array makes backends comparable member by member.
+
+Stability (one rule for every score filter, :meth:`Schedule.floor_std`): the explicit
+Euler step of the likelihood score ``h (y - x) / std^2`` diverges unless
+``dt max(g2 h) / std^2 < 2``; an assumed observation std below ``STABILITY_MARGIN``
+times that limit is raised to it (noise 0, or very accurate latent observations).
+This module sits below ``filters`` and ``kernels`` and imports nothing of the package.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+STABILITY_MARGIN = 1.1
+"""An assumed observation std is at least this times :meth:`Schedule.stable_std`."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,10 @@ class Schedule:
         """Smallest observation noise std (identity H) for which the explicit Euler step of the
         likelihood score is stable: ``dt max(g2 h) / std^2 < 2``."""
         return float(np.sqrt(0.5 * self.dt * np.max(self.g2 * self.damping)))
+
+    def floor_std(self, std, floor: float = 0.0) -> np.ndarray:
+        """``std`` raised to ``max(floor, STABILITY_MARGIN * stable_std())`` component-wise (float64)."""
+        return np.maximum(np.asarray(std, dtype=np.float64), max(float(floor), STABILITY_MARGIN * self.stable_std()))
 
 
 def schedule(n_steps: int, eps_alpha: float = 0.01, eps_beta: float = 0.0) -> Schedule:

@@ -1,13 +1,13 @@
-"""Full-space EnSF with members sharded over MPI ranks: results do not depend on the rank count.
+"""Members sharded over MPI ranks: the one forecast-analysis driver gives the numbers of one process.
 
-Run the MPI tests with ``mpiexec -n 2 python -m pytest -q --with-mpi -m mpi tests/test_mpi_ensf.py``;
+Run the MPI tests with ``mpiexec -n 2 python -m pytest -q --with-mpi -m mpi tests/test_mpi.py``;
 the plain ``python -m pytest`` run skips them and runs the others, one of which launches
 ``jobs/mpirun/assimilate.sh 2 ...`` (``mpiexec -n 2 ldensf assimilate --backend mpi``) itself.
 
 Tolerance: the mixture score's two BLAS products are blocked by the rows a rank holds,
 so the sharded analysis equals the one-process one to round-off (measured <= 1e-15
-relative), not bitwise; everything else (forecasts, noise, member-paired score, LETKF
-on rank 0) is bitwise.
+relative), not bitwise; everything else (forecasts, noise, member-paired score, LETKF's
+transform) is bitwise.
 """
 from __future__ import annotations
 
@@ -20,18 +20,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ldensf_hpc import cases
 from ldensf_hpc.backend import rng_for
+from ldensf_hpc.cases import load_config
 from ldensf_hpc.cli import main
-from ldensf_hpc.config import load_config
 from ldensf_hpc.data.generate import generate
 from ldensf_hpc.errors import InputError
+from ldensf_hpc.experiment import prior_members
 from ldensf_hpc.filters.base import Observation
+from ldensf_hpc.filters.cycle import cycle
 from ldensf_hpc.filters.ensf import EnSF
+from ldensf_hpc.filters.ld_ensf import LDEnSF
 from ldensf_hpc.filters.letkf import LETKF
-from ldensf_hpc.models import make_model, trajectory
-from ldensf_hpc.observe import grid_operator
-from ldensf_hpc.parallel.mpi import (Sharding, analyse_sharded, assimilate_sharded, ensf_block, initial_members,
-                                     member_block, member_counts)
+from ldensf_hpc.models import trajectory
+from ldensf_hpc.observe import full_operator, grid_operator, observe
+from ldensf_hpc.parallel.mpi import Sharding, member_block, member_counts
 
 ROUND_OFF = 1e-12
 JOBS = Path(__file__).resolve().parents[1] / "jobs" / "mpirun"
@@ -71,75 +74,68 @@ def test_more_ranks_than_members_is_rejected():
         member_counts(3, 4)
 
 
-def test_ensf_block_is_the_analysis_with_per_member_noise_streams():
-    """Blocks of rows equal the whole analysis, which equals EnSF.analyse fed the same noise."""
-    forecast, obs = analysis_problem(K=10)
-    filt = EnSF(n_steps=40)
-    whole = ensf_block(filt, forecast, obs, slice(0, 10), seed=5, cycle=3)
-    streams = [rng_for(5, 1, 3, k) for k in range(10)]
-    noise = np.stack([np.stack([g.standard_normal(forecast.shape[1]) for g in streams]) for _ in range(41)])
-    np.testing.assert_array_equal(whole, filt.analyse(forecast, obs, None, noise=noise))
+ROW_FILTERS = {"ensf-mixture": EnSF(n_steps=40), "ensf-paired": EnSF(n_steps=40, mixture=False),
+               "letkf": LETKF(radius=3.0), "ld_ensf": LDEnSF(n_steps=40)}
+
+
+def row_problem(name, K):
+    """The analysis problem of ``name``: the grid problem, or a latent identity observation for LD-EnSF."""
+    forecast, obs = analysis_problem(K=K)
+    if name == "ld_ensf":
+        forecast = forecast[:, :12].astype(np.float32)
+        obs = Observation(full_operator((12,)), forecast.mean(axis=0) + 0.3, 0.4)
+    return forecast, obs
+
+
+@pytest.mark.parametrize("name", list(ROW_FILTERS))
+def test_blocks_of_rows_are_the_whole_analysis(name):
+    """What member sharding relies on: the analysis of a block of members equals those rows of the
+    whole analysis (the noise of sample k depends only on the seed, the step and k)."""
+    filt = ROW_FILTERS[name]
+    forecast, obs = row_problem(name, K=10)
+    whole = filt.analyse(forecast, obs, np.random.default_rng(5))
     for cut in (1, 4, 5):
-        parts = [ensf_block(filt, forecast, obs, rows, 5, 3) for rows in (slice(0, cut), slice(cut, 10))]
-        assert_round_off(np.concatenate(parts), whole)
-    paired = EnSF(n_steps=40, mixture=False)  # no BLAS product: bitwise
-    whole = ensf_block(paired, forecast, obs, slice(0, 10), 5, 3)
-    parts = [ensf_block(paired, forecast, obs, rows, 5, 3) for rows in (slice(0, 3), slice(3, 10))]
-    np.testing.assert_array_equal(np.concatenate(parts), whole)
+        parts = [filt.analyse(forecast, obs, np.random.default_rng(5), rows) for rows in (slice(0, cut), slice(cut, 10))]
+        if name == "ensf-mixture":
+            assert_round_off(np.concatenate(parts), whole)
+        else:
+            np.testing.assert_allclose(np.concatenate(parts), whole, rtol=0, atol=1e-6 if name == "ld_ensf" else 0)
 
 
 # ---------------------------------------------------------------- two ranks
 
 
 @pytest.mark.mpi(min_size=2)
-@pytest.mark.parametrize("filt", [EnSF(n_steps=40), EnSF(n_steps=40, mixture=False), LETKF(radius=3.0)],
+@pytest.mark.parametrize("filt", [EnSF(n_steps=50), EnSF(n_steps=50, mixture=False), LETKF(radius=4.0, inflation=1.05)],
                          ids=["ensf-mixture", "ensf-paired", "letkf"])
-def test_sharded_analysis_equals_one_process(filt):
-    from mpi4py import MPI
-
-    forecast, obs = analysis_problem(K=11)  # uneven blocks
-    shards = Sharding(11, MPI.COMM_WORLD)
-    local = analyse_sharded(filt, forecast, obs, shards, seed=2, cycle=4)
-    assert local.shape == (shards.rows.stop - shards.rows.start, forecast.shape[1])
-    gathered = shards.gather(local)
-    if shards.rank == 0:
-        serial = analyse_sharded(filt, forecast, obs, Sharding(11), seed=2, cycle=4)
-        if isinstance(filt, EnSF) and filt.mixture:
-            assert_round_off(gathered, serial)
-        else:
-            np.testing.assert_array_equal(gathered, serial)
-
-
-@pytest.mark.mpi(min_size=2)
-@pytest.mark.parametrize("filt", [EnSF(n_steps=50), LETKF(radius=4.0, inflation=1.05)], ids=["ensf", "letkf"])
 def test_sharded_swe_cycles_equal_the_serial_cycles(filt):
     """Three forecast-analysis cycles of the SWE tiny model, 7 members (4 + 3 over 2 ranks)."""
     from mpi4py import MPI
 
     cfg = load_config("tiny", case="swe", overrides=["swe.backend=numpy"])
-    model = make_model("swe", cfg)
+    model = cases.get("swe").model(cfg)
     truth_params = model.sample_params(np.random.default_rng(9), 1)
     truth = trajectory(model, model.initial_state(truth_params), None, 3, 10)[0]
     op = grid_operator(truth.shape[1:], 4)
+    obs = [Observation(op, observe(op, truth[c + 1], np.full(op.m, 0.2), rng_for(1, 0, c)), 0.2) for c in range(3)]
     K = 7
 
     def run(shards):
-        state, params = initial_members(model, shards.rows, seed=1)
-        return assimilate_sharded(model, filt, shards, state, params, truth, op, np.full(op.m, 0.2), 10, seed=1)
+        state, params = prior_members(model, shards.rows, seed=1)
+        return cycle(model, filt, state, obs, [10, 10, 10], params=params, seed=1, sharding=shards)
 
     sharded = run(Sharding(K, MPI.COMM_WORLD))
-    if MPI.COMM_WORLD.rank != 0:
-        assert sharded is None
-        return
     serial = run(Sharding(K))
-    np.testing.assert_array_equal(sharded.forecast_mean[0], serial.forecast_mean[0])  # forecasts: bitwise
-    for key in ("analysis_mean", "analysis_std", "analysis_rel_rmse", "analysis_spread", "forecast_rel_rmse"):
-        assert_round_off(getattr(sharded, key), getattr(serial, key))
-    assert_round_off(sharded.ensemble, serial.ensemble)
-    assert sharded.ensemble.shape == (K, 3, 32, 32)
-    assert np.all(np.isfinite(sharded.analysis_rmse)) and np.all(sharded.analysis_spread > 0)
+    np.testing.assert_array_equal(sharded.forecast.mean[0], serial.forecast.mean[0])  # forecasts: bitwise
+    for key in ("mean", "std"):
+        assert_round_off(getattr(sharded.analysis, key), getattr(serial.analysis, key))
+    rows = Sharding(K, MPI.COMM_WORLD).rows
+    assert_round_off(sharded.state, serial.state[rows])
+    assert sharded.state.shape == (rows.stop - rows.start, 3, 32, 32)
+    error = [np.sqrt(np.mean((m - t.ravel()) ** 2)) for m, t in zip(serial.analysis.mean, truth[1:])]
+    prior = [np.sqrt(np.mean((m - t.ravel()) ** 2)) for m, t in zip(serial.forecast.mean, truth[1:])]
     if isinstance(filt, LETKF):  # the first analysis halves the error of the prior bump
-        assert sharded.analysis_rmse[0] < 0.5 * sharded.forecast_rmse[0]
+        assert error[0] < 0.5 * prior[0]
 
 
 @pytest.mark.mpi(min_size=2)
@@ -170,8 +166,8 @@ def datasets(tmp_path_factory):
 
 
 def numbers(record: dict) -> dict:
-    """The per-cycle errors and spreads of a record (what must not depend on the ranks)."""
-    return {k: np.asarray(v) for k, v in record.items() if k.endswith(("rmse", "spread"))}
+    """The per-time errors and spreads of a record (what must not depend on the ranks)."""
+    return {k: np.asarray(v) for k, v in record.items() if k.endswith(("rel_rmse", "error_ratio"))}
 
 
 @pytest.mark.skipif(shutil.which("mpiexec") is None, reason="needs mpiexec")
@@ -190,12 +186,12 @@ def test_mpiexec_ldensf_assimilate_equals_serial(datasets, tmp_path, case, filt,
     assert (serial["ranks"], mpi["ranks"], mpi["backend"]) == (1, 2, "mpi")
     assert serial["trajectory"] == mpi["trajectory"] and serial["time"] == mpi["time"]
     got, expected = numbers(mpi), numbers(serial)
-    stats = ("rmse", "rel_rmse", "spread")
-    assert set(got) == {f"{kind}_{stat}" for kind in ("forecast", "analysis") for stat in stats}
+    assert set(got) == {"full_rel_rmse", "forecast_full_rel_rmse", "spread_error_ratio"}
     for key in expected:
         assert got[key].shape == (len(serial["time"]),)
         assert_round_off(got[key], expected[key])
-    assert np.all(np.isfinite(expected["analysis_rel_rmse"]))
+    assert np.all(np.isfinite(expected["full_rel_rmse"]))
+    assert expected["full_rel_rmse"][-1] < expected["forecast_full_rel_rmse"][-1]
 
 
 @pytest.mark.parametrize("script", ["generate.sh", "assimilate.sh", "bench.sh"])
@@ -209,11 +205,11 @@ def test_assimilate_rejects_bad_input_in_one_line(datasets, tmp_path, capsys):
     base = ["assimilate", "--preset", "tiny", "--out", str(tmp_path)]
     cases = {
         "no dataset at": ["--case", "swe", "--data", str(tmp_path / "missing")],
-        "unknown filter 'enkf'": ["--case", "swe", "--data", str(datasets / "swe"), "--filter", "enkf"],
+        "invalid choice: 'enkf'": ["--case", "swe", "--data", str(datasets / "swe"), "--filter", "enkf"],
         "is a swe dataset, not kolmogorov": ["--case", "kolmogorov", "--data", str(datasets / "swe")],
         r"differs in: n\b": ["--case", "swe", "--data", str(datasets / "swe"), "--set", "swe.n=16"],
-        "unstable for observation noise std 0.05": ["--case", "swe", "--data", str(datasets / "swe"),
-                                                    "--set", "observe.noise=0.05"],
+        "LD-EnSF needs the trained surrogate.s. ldnet, encoder": ["--case", "swe", "--data", str(datasets / "swe"),
+                                                                   "--filter", "ld_ensf"],
     }
     for message, extra in cases.items():
         assert main([*base, *extra]) == 2

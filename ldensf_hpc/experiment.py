@@ -1,0 +1,224 @@
+"""One held-out trajectory of a dataset, every method on it, and one way of scoring them.
+
+An :class:`Experiment` fixes what all methods share: the truth at the observation times
+(kept here, never shown to a method), the :class:`~ldensf_hpc.filters.base.Problem` the
+methods see (model, prior ensemble, observation operators and times, surrogates,
+validation trajectories, MPI sharding) and, per noise level, one set of noisy
+observations. :meth:`Experiment.score` measures every :class:`MethodRun` the same way:
+rel-RMSE of the ensemble mean (paper Fig. 5-6), spread-error ratio and CRPS on
+standardised fields, parameter error. :func:`compare` runs methods of the registry.
+
+Times: observation ``k`` is at stored frame ``k * observe.every``, or, with
+``observe.irregular``, at a frame drawn in ``((k - 1) every, k every]``. Noise: level
+times each field's train-split std (the paper's noise relative to the normalised data).
+The prior member ``k`` draws its parameters and initial state from
+``rng_for(seed, PRIOR_STREAM, k)``, so no rank count changes it.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import cases, metrics
+from .backend import rng_for, to_numpy
+from .data import store as data_store
+from .data.dataset import TrajectoryStore, load_normalization, split_indices
+from .errors import ConfigError, DataError, InputError
+from .filters import make_method
+from .filters.base import FILTER_STREAM, PRIOR_STREAM, MethodRun, ObservationSet, Problem, Trajectory
+from .observe import moving_points
+from .parallel.mpi import Sharding
+from .surrogate import SURROGATES
+from .surrogate.training import finished
+
+SENSOR_STREAM, TIMES_STREAM = 15, 16
+"""Random streams ``rng_for(seed, STREAM)`` of the moving sensors and the irregular times."""
+SENSORS = ("grid", "moving")
+IGNORED_SOLVER_KEYS = ("backend", "workers")  # how the data was computed, not what it is
+
+
+def check_dataset(cfg, trajectories: TrajectoryStore) -> None:
+    """DataError unless the dataset was made for ``cfg``'s case and solver settings."""
+    made = data_store.read_manifest(trajectories.data_dir)["config"]
+    if made["case"] != cfg.case:
+        raise DataError(f"the dataset at {trajectories.data_dir} is a {made['case']} dataset, not {cfg.case}; "
+                        f"use --case {made['case']}")
+    wanted = cfg.to_dict()[cfg.case]
+    diff = sorted(k for k, v in wanted.items() if k not in IGNORED_SOLVER_KEYS and made[cfg.case].get(k) != v)
+    if diff:
+        raise DataError(f"the dataset at {trajectories.data_dir} was made with other {cfg.case} settings "
+                        f"(differs in: {', '.join(diff)}); use the preset and --set options it was generated with")
+
+
+def observation_frames(cfg, n_frames: int) -> np.ndarray:
+    """Stored-frame index of each observation time (``observe.every`` apart, or irregular)."""
+    every = cfg.observe.every
+    if every < 1:
+        raise ConfigError(f"observe.every must be >= 1 stored frames, got {every}")
+    frames = np.arange(0, n_frames, every)
+    if len(frames) < 2:
+        raise ConfigError(f"observe.every = {every} leaves fewer than two observation times in {n_frames} "
+                          f"stored frames; lower observe.every")
+    if cfg.observe.irregular:
+        frames[1:] -= rng_for(cfg.data.seed, TIMES_STREAM).integers(0, every, size=len(frames) - 1)
+    return frames
+
+
+class Experiment:
+    """A test trajectory of the dataset in ``data_dir`` and the :class:`Problem` of assimilating it.
+
+    Parameters
+    ----------
+    cfg : the run's config (``observe``, ``ensf.ensemble_size``, the methods' sections).
+    data_dir : dataset of ``ldensf generate``; model_dir : checkpoints of ``ldensf train`` (None: none).
+    trajectory : index of the trajectory (default: the first of the test split).
+    sharding : how the members are split over MPI ranks (default: one process).
+    fields : what method runs return of the fields (``Problem.fields``: members, moments or mean).
+    """
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, cfg, data_dir, model_dir=None, trajectory=None, sharding: Sharding | None = None,
+                 fields: str = "members"):
+        if cfg.observe.sensors not in SENSORS:
+            raise ConfigError(f"observe.sensors must be one of {', '.join(SENSORS)}, got {cfg.observe.sensors!r}")
+        self.cfg = cfg
+        self.store = store = TrajectoryStore(data_dir)
+        check_dataset(cfg, store)
+        norm = load_normalization(store, cfg.data.split, cfg.data.seed)
+        self.splits = split_indices(store.n_trajectories, cfg.data.split, cfg.data.seed)
+        j = int(self.splits["test"][0] if trajectory is None else trajectory)
+        if not 0 <= j < store.n_trajectories:
+            raise InputError(f"trajectory {j} is not in the dataset ({store.n_trajectories} trajectories)")
+        self.trajectory = j
+        seed = cfg.data.seed
+        case = cases.get(cfg.case)
+        model = case.model(cfg)
+        frames = observation_frames(cfg, store.n_frames)
+        self.truth = store.frames(j)[frames].astype(np.float64)
+        self.u_true = store.params[j]
+        schedule = case.schedule(cfg.model)
+        grid = case.observation_operator(cfg, self.truth.shape[1:])
+        T = len(frames)
+        if cfg.observe.sensors == "grid":
+            operators = [grid] * T
+        else:
+            locations = int(np.unique(grid.index % grid.n_points).size)
+            operators = moving_points(grid.shape, locations, T, rng_for(seed, SENSOR_STREAM), periodic=grid.periodic)
+        self.grid_operator = grid
+        K = cfg.ensf.ensemble_size
+        if K < 2:
+            raise ConfigError(f"ensf.ensemble_size must be >= 2, got {K}")
+        sharding = sharding if sharding is not None else Sharding(K)
+        t0 = time.perf_counter()
+        start, params = prior_members(model, sharding.rows, seed, schedule.warmup_steps)
+        self.T_init = sharding.max(time.perf_counter() - t0)
+        self._surrogates = {}
+        self.model_dir = None if model_dir is None else Path(model_dir)
+        self.problem = Problem(
+            cfg=cfg, model=model, field_mean=norm.field_mean, field_std=norm.field_std, start=start,
+            prior_params=params, frames=frames, times=store.time[frames],
+            gaps=np.diff(frames) * schedule.steps_per_frame, operators=operators, x=store.x, y=store.y, seed=seed, surrogates=self.surrogate,
+            validation=self.validation, sharding=sharding, fields=fields)
+
+    def surrogate(self, name: str):
+        """The finished surrogate ``MODEL_DIR/<name>.pt`` (cached)."""
+        if name not in self._surrogates:
+            if self.model_dir is None:
+                raise DataError(f"this needs the trained surrogate `{name}`: train it with `ldensf train --model "
+                                f"{name}` and pass its --out directory")
+            self._surrogates[name] = finished(SURROGATES[name], self.model_dir, "cpu")
+        return self._surrogates[name]
+
+    def validation(self, n: int | None = None) -> list[Trajectory]:
+        """Up to ``n`` validation trajectories at the observation times."""
+        frames = self.problem.frames
+        return [Trajectory(int(j), self.store.frames(int(j))[frames].astype(np.float64), self.store.params[j])
+                for j in self.splits["val"][:n]]
+
+    def observations(self, level: float) -> ObservationSet:
+        """Noisy observations of the truth at noise ``level`` (drawn once, shared by every method)."""
+        return self.problem.observe(self.truth, level, self.trajectory)
+
+    def score(self, run: MethodRun) -> dict:
+        """Per-time metrics of a run against the truth (JSON-ready lists)."""
+        want = self.truth.shape
+        if run.mean.shape != want or (run.std is not None and run.std.shape != want):
+            raise InputError(f"a method returned fields of shape {run.mean.shape}, the truth is {want}")
+        if not (np.all(np.isfinite(run.mean)) and (run.std is None or np.all(np.isfinite(run.std)))):
+            raise InputError("a method produced NaN or Inf fields")
+        p = self.problem
+        scale = p.field_std[:, None, None]
+        truth_std = (self.truth - p.field_mean[:, None, None]) / scale
+        mean_std = (run.mean - p.field_mean[:, None, None]) / scale
+        out = {"full_rel_rmse": [rel_error(m, t) for m, t in zip(run.mean, self.truth)]}
+        if run.std is not None:
+            out["spread_error_ratio"] = [float(np.sqrt(np.mean((s / scale) ** 2)) / np.sqrt(np.mean((m - t) ** 2)))
+                                         for s, m, t in zip(run.std, mean_std, truth_std)]
+        if run.members is not None:
+            out["crps"] = [metrics.crps((x - p.field_mean[:, None, None]) / scale, t)
+                           for x, t in zip(run.members.astype(np.float64), truth_std)]
+        for name, fields in run.fields.items():
+            out[f"{name}_full_rel_rmse"] = [rel_error(f, t) for f, t in zip(fields, self.truth)]
+        if run.params is not None:
+            out["param_rel_error"] = [metrics.param_error(u, self.u_true) for u in run.params]
+            out["param_mean"] = run.params.mean(axis=1).tolist()
+            out["param_spread"] = run.params.std(axis=1, ddof=1).tolist()
+        return out
+
+    def run(self, name: str, observations: ObservationSet) -> dict:
+        """Method ``name`` on this experiment: its metrics, timings and what it reports, or why it was skipped."""
+        method = make_method(name, self.cfg)
+        reason = method.unsupported(self.cfg)
+        if reason:
+            return {"skipped": reason}
+        seed = int(rng_for(self.cfg.data.seed, FILTER_STREAM).integers(2**62))
+        t0 = time.perf_counter()
+        run = method.assimilate(self.problem, observations, seed)
+        wall = time.perf_counter() - t0
+        return {**self.score(run), **run.timings, "wall_s": wall, **run.extra,
+                "state_dim": method.state_dim(self.problem), "_mean_fields": run.mean}
+
+
+def rel_error(a, b) -> float:
+    """``||a - b|| / ||b||`` over all components."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def prior_members(model, rows: slice, seed: int, warmup_steps: int = 0):
+    """Members ``rows`` of the prior ensemble and their parameters: member ``k`` draws both from
+    ``rng_for(seed, PRIOR_STREAM, k)``, then ``warmup_steps`` model steps (as the dataset's frames)."""
+    params, states = [], []
+    for k in range(rows.start, rows.stop):
+        rng = rng_for(seed, PRIOR_STREAM, k)
+        params.append(model.sample_params(rng, 1))
+        states.append(to_numpy(model.initial_state(params[-1], rng)))
+    params = np.concatenate(params)
+    state = np.concatenate(states)
+    return (model.step(state, params, warmup_steps) if warmup_steps else state), params
+
+
+def compare(experiment: Experiment, methods, level: float, progress=None) -> dict:
+    """Run ``methods`` at noise ``level``; ``{method: metrics + timings}`` (skips explained).
+
+    ``_mean_fields`` (the ensemble-mean fields ``(T, F, ny, nx)``) is kept for plots, not for JSON.
+    """
+    obs = experiment.observations(level)
+    results = {}
+    for name in methods:
+        results[name] = experiment.run(name, obs)
+        if progress:
+            progress(name, level, results[name])
+    return results
+
+
+def noise_levels(levels) -> list[float]:
+    """Checked noise levels (fractions of each field's std)."""
+    levels = [float(v) for v in levels]
+    if not levels or any(not (math.isfinite(v) and v >= 0) for v in levels):
+        raise ConfigError(f"noise levels must be finite fractions >= 0, got {levels}")
+    return levels
