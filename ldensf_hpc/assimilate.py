@@ -72,9 +72,12 @@ def summary_table(record: dict) -> str:
     lines = [(f"{record['method']} on {record['case']} trajectory {record['trajectory']}: K = {record['members']}, "
               f"d = {record['state_dim']}, m = {record['observations']}, {record['ranks']} rank(s)"),
              f"{'time':>10} {'forecast rel-RMSE':>18} {'analysis rel-RMSE':>18} {'spread/error':>13}"]
-    forecast = record.get("forecast_full_rel_rmse", [float("nan")] * len(record["time"]))
-    for t, f, a, r in zip(record["time"], forecast, record["full_rel_rmse"], record["spread_error_ratio"]):
-        lines.append(f"{t:10.4g} {f:18.4f} {a:18.4f} {r:13.4f}")
+    blank = [None] * len(record["time"])
+    columns = zip(record["time"], record.get("forecast_full_rel_rmse", blank), record["full_rel_rmse"],
+                  record.get("spread_error_ratio", blank))
+    for t, *values in columns:
+        lines.append(f"{t:10.4g} " + " ".join(f"{'-' if v is None else f'{v:.4f}':>{w}}"
+                                             for v, w in zip(values, (18, 18, 13))))
     s = record["summary"]
     lines.append(f"mean analysis rel-RMSE {s['mean_full_rel_rmse']:.4f} (times 1 ...); T_d {record['T_d']:.3f} s, "
                  f"T_f {record['T_f']:.3f} s -> {record['path']}")

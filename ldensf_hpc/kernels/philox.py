@@ -78,6 +78,19 @@ def _sincos_turn(u):
     return cos, sin
 
 
+@njit(inline="always", **JIT)
+def _philox(block, step, member, k0, k1):
+    """Philox4x32-10 of the counter ``(block, step, member, 0)`` under the key ``(k0, k1)``: four words."""
+    c0, c1, c2, c3 = np.uint64(block), np.uint64(step), np.uint64(member), np.uint64(0)
+    for _ in range(10):
+        p0 = _M0 * c0
+        p1 = _M1 * c2
+        c0, c1, c2, c3 = (p1 >> _SHIFT) ^ c1 ^ k0, p1 & _LO, (p0 >> _SHIFT) ^ c3 ^ k1, p0 & _LO
+        k0 = (k0 + _W0) & _LO
+        k1 = (k1 + _W1) & _LO
+    return c0, c1, c2, c3
+
+
 @njit(**JIT)
 def member_normals(z, k0, k1, member, step0=0):
     """Normals ``z`` (n, d) of ``philox_normals`` for one member, noise indices ``step0 .. step0 + n - 1``:
@@ -87,15 +100,7 @@ def member_normals(z, k0, k1, member, step0=0):
     pair = np.empty((2, n))
     for b in range((d + 3) // 4):
         for s in range(n):
-            c0, c1, c2, c3 = np.uint64(b), np.uint64(step0 + s), np.uint64(member), np.uint64(0)
-            key0, key1 = k0, k1
-            for _ in range(10):
-                p0 = _M0 * c0
-                p1 = _M1 * c2
-                c0, c1, c2, c3 = (p1 >> _SHIFT) ^ c1 ^ key0, p1 & _LO, (p0 >> _SHIFT) ^ c3 ^ key1, p0 & _LO
-                key0 = (key0 + _W0) & _LO
-                key1 = (key1 + _W1) & _LO
-            words[0, s], words[1, s], words[2, s], words[3, s] = c0, c1, c2, c3
+            words[0, s], words[1, s], words[2, s], words[3, s] = _philox(b, step0 + s, member, k0, k1)
         for h in range(min(2, (d - 4 * b + 1) // 2)):
             first, second = words[2 * h], words[2 * h + 1]
             for s in range(n):
@@ -119,15 +124,7 @@ def _row_normals(out, k0, k1, step, member, words):
     d = out.shape[0]
     nb = words.shape[1]
     for b in range(nb):
-        c0, c1, c2, c3 = np.uint64(b), np.uint64(step), np.uint64(member), np.uint64(0)
-        key0, key1 = k0, k1
-        for _ in range(10):
-            p0 = _M0 * c0
-            p1 = _M1 * c2
-            c0, c1, c2, c3 = (p1 >> _SHIFT) ^ c1 ^ key0, p1 & _LO, (p0 >> _SHIFT) ^ c3 ^ key1, p0 & _LO
-            key0 = (key0 + _W0) & _LO
-            key1 = (key1 + _W1) & _LO
-        words[0, b], words[1, b], words[2, b], words[3, b] = c0, c1, c2, c3
+        words[0, b], words[1, b], words[2, b], words[3, b] = _philox(b, step, member, k0, k1)
     for h in range(2):
         first, second = words[2 * h], words[2 * h + 1]
         for b in range(nb):

@@ -79,7 +79,7 @@ def analysis(prior, obs, inv_var, table, noise, seed, mixture, clip, rows, devic
     norms = (p * p).sum(dim=1)
     paired = p[first:first + J]
     chunk = max(1, LOGIT_BUDGET // K)
-    x = draw(0)
+    x = draw(0).clone()  # updated in place; never the caller's noise array
     for i, (a, inv_b2, c, x_factor, score_factor, h, noise_scale) in enumerate(np.asarray(table).tolist()):
         if mixture:
             mean = torch.empty_like(x)
@@ -88,10 +88,11 @@ def analysis(prior, obs, inv_var, table, noise, seed, mixture, clip, rows, devic
                 mean[q:q + chunk] = torch.softmax(logits, dim=1) @ p
         else:
             mean = paired
-        score = (a * mean - x) * inv_b2 + h * (y - x) * iv
+        score = torch.sub(y, x).mul_(h * iv)  # (a mean - x) / beta2 + h (y - x) inv_var, in place
+        score.add_(mean, alpha=a * inv_b2).add_(x, alpha=-inv_b2)
         if clip is not None:
-            score = score.clamp(-clip, clip)
-        x = x_factor * x + score_factor * score + noise_scale * draw(i + 1)
+            score.clamp_(-clip, clip)
+        x.mul_(x_factor).add_(score, alpha=score_factor).add_(draw(i + 1), alpha=noise_scale)
     if hasattr(prior, "__cuda_array_interface__") and not isinstance(prior, torch.Tensor):
         import cupy
 
