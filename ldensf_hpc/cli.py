@@ -100,7 +100,7 @@ def cmd_assimilate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .pipeline import capability_table, run, summary_table
+    from .pipeline import LEGEND, capability_table, run, summary_table
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     try:
@@ -109,9 +109,12 @@ def cmd_run(args) -> int:
         raise ConfigError(f"--noise takes comma-separated fractions, e.g. 0,0.05,0.1,0.2; got {args.noise!r}") from None
     report = run(_config(args), args.workdir, methods=methods, levels=levels, generate_backend=args.backend,
                  progress=not args.quiet)
+    if report.get("reused"):
+        print(f"reusing the report of a run with the same inputs (config, methods, noise levels, dataset, "
+              f"checkpoints; digest {report['inputs_sha256'][:12]})")
     print(summary_table(report))
-    print(f"\n{capability_table(report)}\n")
-    print(f"report: {report['path']}; plots: {', '.join(report['plots'])}")
+    print(f"\n{LEGEND}\n\n{capability_table(report)}\n")
+    print(f"report: {report['path']} (and report.md); plots: {', '.join(report['plots'])}")
     return 0
 
 

@@ -7,6 +7,7 @@ this module knows no case.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,6 +119,7 @@ class LDNetConfig:
     epochs: int = 2000  # stage one: F and R jointly
     retrain_epochs: int = 2000  # stage two: R only, F frozen
     retrain_lr: float = 1.0e-4  # stage two starts from trained R: a smaller step keeps it there
+    warmup: float = 0.0  # fraction of stage one's optimiser steps with a linear learning-rate warm-up
 
 
 @dataclass
@@ -239,8 +241,15 @@ def _coerce(tp, value, where: str):
             raise ConfigError(f"{where}: expected true/false, got {value!r}")
         return value
     if tp in (int, float):
+        if isinstance(value, str):  # YAML 1.1 reads 1e-2 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{where}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: must be a finite number, got {value!r}")
         if tp is int and float(value) != int(value):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return tp(value)

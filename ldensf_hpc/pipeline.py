@@ -12,17 +12,19 @@ Plots and a Markdown summary are written beside ``report.json``.
 """
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from . import plots
+from . import __version__, metrics, plots
 from .data.generate import generate
-from .data.store import write_json
+from .data.store import MANIFEST, canonical_json, sha256_file, sha256_text, write_json
 from .errors import ConfigError
-from .experiment import Experiment, compare, metrics, noise_levels
+from .experiment import Experiment, compare, noise_levels
 from .filters import METHODS, make_method
 from .filters.base import CAPABILITY_DOCS
 from .surrogate import train
@@ -163,12 +165,51 @@ def markdown(report: dict) -> str:
         f"({obs['sensors']} sensors, {'irregular' if obs['irregular'] else 'regular'} times), noise levels "
         f"{', '.join(f'{v:g}' for v in obs['noise_levels'])} of each field's std (filters assume at least "
         f"{obs['noise_floor']:g}). Means over time of the spread-error ratio and CRPS (standardised fields)."),
-        summary_table(report), "## Capabilities", capability_table(report)]) + "\n"
+        summary_table(report), LEGEND, "## Capabilities", capability_table(report)]) + "\n"
+
+
+LEGEND = ("rel-RMSE: ||ensemble mean - truth|| / ||truth|| of the full physical state (paper Fig. 5-6), at the "
+          "last observation time and averaged over all of them; spread/error: ensemble spread over the error of its "
+          "mean, about 1 when calibrated; CRPS: on standardised fields, lower is better; param err: ||parameter "
+          "mean - true|| / ||true|| at the last time; T_d dynamics, T_f analyses (encoding included), T_r one "
+          "reconstruction of the full fields, wall: the method's whole run [s]; state dim: the analysed state's size.")
+
+
+def inputs_fingerprint(cfg, methods, levels, data_dir: Path, model_dir: Path, surrogates) -> dict:
+    """What a report is derived from: the config, methods, levels, the dataset's manifest and the checkpoints."""
+    return {"version": __version__, "config": cfg.to_dict(), "methods": list(methods), "levels": list(levels),
+            "data_manifest_sha256": sha256_file(data_dir / MANIFEST),
+            "surrogates_sha256": {name: sha256_file(model_dir / f"{name}.pt") for name in surrogates}}
+
+
+def _previous_report(work: Path, inputs: dict) -> dict | None:
+    """The report in ``work`` if it was made from ``inputs``; an older one is moved to ``previous/<digest>/``."""
+    path = work / "report.json"
+    if not path.is_file():
+        return None
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        old = {}
+    digest = old.get("inputs_sha256")
+    if digest == sha256_text(canonical_json(inputs)):
+        return old
+    keep = work / "previous" / (digest or "unknown")[:12]
+    keep.mkdir(parents=True, exist_ok=True)
+    for name in ["report.json", "report.md", *(Path(p).name for p in old.get("plots", []))]:
+        if (work / name).is_file():
+            os.replace(work / name, keep / name)
+    return None
 
 
 def run(cfg, workdir=None, *, methods=DEFAULT_METHODS, levels=None, generate_backend: str = "dask",
         progress: bool = True) -> dict:
-    """The whole pipeline; returns the report (also written to ``WORKDIR/report.json`` and ``report.md``)."""
+    """The whole pipeline; returns the report (also written to ``WORKDIR/report.json`` and ``report.md``).
+
+    A rerun with the same inputs (:func:`inputs_fingerprint`) reuses the report and says so
+    (``report["reused"]``); a run with other inputs moves the older report and its plots to
+    ``WORKDIR/previous/<its inputs digest>/`` first.
+    """
     methods = check_methods(methods)
     levels = noise_levels(levels if levels is not None else [cfg.observe.noise])
     work = Path(workdir or Path("runs") / f"{cfg.case}-{cfg.preset}")
@@ -178,8 +219,13 @@ def run(cfg, workdir=None, *, methods=DEFAULT_METHODS, levels=None, generate_bac
     generate(cfg, data_dir, backend=generate_backend, progress=progress)
     stages["generate"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    summaries = train(cfg, data_dir, model_dir, surrogates_needed(cfg, methods), progress=progress)
+    needed = surrogates_needed(cfg, methods)
+    summaries = train(cfg, data_dir, model_dir, needed, progress=progress)
     stages["train"] = time.perf_counter() - t0
+    inputs = inputs_fingerprint(cfg, methods, levels, data_dir, model_dir, summaries)
+    old = _previous_report(work, inputs)
+    if old is not None:
+        return {**old, "reused": True, "path": str(work / "report.json")}
     t0 = time.perf_counter()
     report = assimilate_test_trajectory(cfg, data_dir, model_dir, methods=methods, levels=levels,
                                         progress=progress)
@@ -188,7 +234,9 @@ def run(cfg, workdir=None, *, methods=DEFAULT_METHODS, levels=None, generate_bac
     report["surrogates"] = {name: {k: v for k, v in s.items() if "rel_error" in k} for name, s in summaries.items()}
     report["plots"] = write_plots(report, report.pop("_truth"), work)
     report["config"] = cfg.to_dict()
-    write_json(work / "report.json", public(report))
+    report["inputs"], report["inputs_sha256"] = inputs, sha256_text(canonical_json(inputs))
+    report["legend"] = LEGEND
     (work / "report.md").write_text(markdown(report))
+    write_json(work / "report.json", public(report))  # last: a report.json is a finished run
     report["path"] = str(work / "report.json")
     return report

@@ -182,3 +182,17 @@ def test_bad_settings_are_named():
     cfg.train.patience = 0
     with pytest.raises(ConfigError, match="patience"):
         train_ldnet(cfg, "/nonexistent", "/nonexistent", progress=False)
+
+
+def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_the_floor():
+    """Per-step schedule of a phase: (k + 1) / warm for the first 10 % of 4 x 25 steps, then
+    min + (1 - min)(1 + cos(pi k / total)) / 2, reaching min_lr_ratio at the last step."""
+    from ldensf_hpc.surrogate.training import Phase
+
+    phase = Phase("joint", [], 4, 1.0, None, None, None, steps_per_epoch=25, warmup=0.1)
+    factor = phase.schedule(0.01)
+    assert factor(0) == pytest.approx(0.1 * (0.505 + 0.495 * np.cos(0.0)))
+    assert [factor(k) < factor(k + 1) for k in range(9)] == [True] * 9
+    tail = [factor(k) for k in range(10, 101)]
+    assert np.all(np.diff(tail) < 0) and factor(100) == pytest.approx(0.01)
+    assert factor(50) == pytest.approx(0.01 + 0.99 * 0.5)

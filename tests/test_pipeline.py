@@ -111,7 +111,12 @@ def test_rerun_reuses_data_and_checkpoints(e2e_run, capsys):
     _run(work, "--methods", "ld_ensf", "--noise", "0.1")
     assert {p: p.stat().st_mtime_ns for p in (work / "run" / "models").glob("*.pt")} == before
     out = capsys.readouterr().out
-    assert "LD-EnSF" in out and "report:" in out
+    assert "LD-EnSF" in out and "report:" in out and "reusing" not in out
+    previous = list((work / "run" / "previous").glob("*/report.json"))
+    assert {"0", "0.1"} in [set(json.loads(p.read_text())["levels"]) for p in previous]  # the fixture's run, kept
+    again = _run(work, "--methods", "ld_ensf", "--noise", "0.1")
+    assert "reusing the report" in capsys.readouterr().out
+    assert again["inputs_sha256"] == json.loads((work / "run" / "report.json").read_text())["inputs_sha256"]
 
 
 def test_unknown_method_and_bad_noise_are_clear_errors(e2e_run, capsys):

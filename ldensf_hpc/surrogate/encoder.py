@@ -180,7 +180,8 @@ def train_encoder(cfg, data_dir, out_dir, *, callback=None, progress: bool = Tru
         z, _ = model.forward_standardized(y)
         return torch.nn.functional.mse_loss(z, (target - model.out_mean) / model.out_std)
 
-    phases = [Phase("encoder", list(model.parameters()), ecfg.epochs, ecfg.lr, batches, val_batches, loss)]
+    phases = [Phase("encoder", list(model.parameters()), ecfg.epochs, ecfg.lr, batches, val_batches, loss,
+                    steps_per_epoch=max(1, -(-len(data["train"][0]) // ecfg.batch_size)))]
     history = run_phases(model, phases, out / "encoder.pt", tcfg.seed, min_lr_ratio=tcfg.min_lr_ratio,
                          patience=tcfg.patience, device=device, callback=callback, progress=progress)
     model.eval()

@@ -27,10 +27,12 @@ from torch import nn
 
 from ..backend import rng_for
 from ..config import LDNetConfig
-from ..data.dataset import Normalization, PointSampleDataset, TrajectoryStore, load_normalization, split_indices
+from ..data.dataset import Normalization, TrajectoryStore, load_normalization, split_indices
 from ..data.store import write_json
 from ..errors import ConfigError
 from .training import ORDER_STREAM, Phase, check_training, relative_error, run_phases, select_device
+
+_VAL_POINTS_STREAM = 12  # rng_for(data seed, stream): the fixed validation points
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
 
@@ -60,7 +62,10 @@ class MLP(nn.Module):
                 nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.act(self.inp(x))
+        return self.body(self.act(self.inp(x)))
+
+    def body(self, h: torch.Tensor) -> torch.Tensor:
+        """The layers after the first: ``h`` is the first hidden layer's output."""
         for layer in self.hidden:
             h = h + self.act(layer(h)) if self.residual else self.act(layer(h))
         return self.out(h)
@@ -144,11 +149,11 @@ class LDNet(nn.Module):
         Leading axes of ``s (..., latent)`` and ``xi`` broadcast: e.g. ``s (K, latent)`` with a
         shared ``xi (M, 2)``, or ``s (B, T, latent)`` with per-frame ``xi (B, T, M, 2)``.
         """
-        lead = torch.broadcast_shapes(s.shape[:-1], xi.shape[:-2])
-        M = xi.shape[-2]
-        s_b = s.expand(*lead, self.latent).unsqueeze(-2).expand(*lead, M, self.latent)
-        features = self.embedding(xi.expand(*lead, M, xi.shape[-1]))
-        return self.reconstruction_net(torch.cat([s_b, features], dim=-1))
+        net, L = self.reconstruction_net, self.latent
+        w = net.inp.weight  # the first layer acts on [s, gamma(xi)]: its two parts are applied apart, so
+        # the latent part runs once per state and the point part once per point, then broadcast
+        h = (s @ w[:, :L].T + net.inp.bias).unsqueeze(-2) + self.embedding(xi) @ w[:, L:].T
+        return net.body(net.act(h))
 
     def fields_at(self, s: torch.Tensor, points, chunk_points: int = 1 << 21) -> torch.Tensor:
         """Physical fields ``(..., M, F)`` at physical points ``(M, 2)`` ordered (x, y), off-grid allowed.
@@ -207,51 +212,78 @@ def ldnet_errors(model: LDNet, store: TrajectoryStore, trajectories) -> np.ndarr
     return np.array(out)
 
 
+def standardized_frames(store: TrajectoryStore, trajectories, frame_every: int, norm: Normalization) -> torch.Tensor:
+    """Kept frames of ``trajectories`` as standardised points, ``(n, T, ny * nx, F)`` float32."""
+    mean = np.asarray(norm.field_mean, np.float32)[:, None, None]
+    std = np.asarray(norm.field_std, np.float32)[:, None, None]
+    frames = np.stack([(store.frames(int(j), frame_every) - mean) / std for j in trajectories])
+    n, T, F = frames.shape[:3]
+    return torch.from_numpy(np.ascontiguousarray(frames.reshape(n, T, F, -1).transpose(0, 1, 3, 2)))
+
+
 def train_ldnet(cfg, data_dir, out_dir, *, callback=None, progress: bool = True) -> dict:
     """Train (or resume) the LDNet of ``cfg.ldnet`` on ``data_dir``; write ``out_dir/ldnet.pt``.
+
+    The standardised frames of the train and validation splits are held in memory (on the
+    training device). A batch is ``ldnet.batch_size`` train trajectories with
+    ``data.points_per_frame`` random grid points per kept frame, the same points for the
+    whole batch (so R's point features are computed once per point); the points depend on
+    (seed, phase, epoch, batch). Validation uses fixed points. Stage one trains F and R
+    (eq. 15), stage two R alone with F frozen (the paper's retraining).
 
     Returns the summary also written to ``out_dir/ldnet.json`` (history, train/val/test errors).
     """
     check_training(cfg)
     lcfg = cfg.ldnet
     tcfg = cfg.train
+    if lcfg.batch_size < 1 or cfg.data.points_per_frame < 1:
+        raise ConfigError(f"ldnet.batch_size and data.points_per_frame must be >= 1, got {lcfg.batch_size}, "
+                          f"{cfg.data.points_per_frame}")
     device = select_device(tcfg.device)
     store = TrajectoryStore(data_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     norm = load_normalization(store, cfg.data.split, cfg.data.seed)
-    common = {"frame_every": lcfg.frame_every, "points_per_frame": cfg.data.points_per_frame,
-              "seed": cfg.data.seed, "fractions": cfg.data.split, "norm": norm}
-    train_set = PointSampleDataset(store, "train", **common)
-    val_set = PointSampleDataset(store, "val", fixed_points=True, **common)
-    n_kept = train_set.n_kept
+    splits = split_indices(store.n_trajectories, cfg.data.split, cfg.data.seed)
+    frames = {name: standardized_frames(store, splits[name], lcfg.frame_every, norm).to(device)
+              for name in ("train", "val")}
+    params = {name: torch.as_tensor(norm.scale_params(store.params[splits[name]]), dtype=torch.float32,
+                                    device=device) for name in ("train", "val")}
+    xi = torch.as_tensor(norm.scale_xi(store.grid_points()), dtype=torch.float32, device=device)
+    n_train, n_kept, n_points, _ = frames["train"].shape
+    M = min(cfg.data.points_per_frame, n_points)
+    steps = max(1, math.ceil(n_train / lcfg.batch_size))
+    times = torch.arange(n_kept, device=device)[:, None]
+    val_points = torch.as_tensor(rng_for(cfg.data.seed, _VAL_POINTS_STREAM).random((n_kept, n_points))
+                                 .argpartition(M - 1, axis=1)[:, :M], device=device)
     torch.manual_seed(tcfg.seed)
     model = LDNet(lcfg, store.params.shape[1], store.n_fields, norm, store.field_names, store.param_names).to(device)
 
     def batches(keys):
-        train_set.set_epoch(*keys)
-        order = rng_for(tcfg.seed, ORDER_STREAM, *keys).permutation(len(train_set)).tolist()
-        return torch.utils.data.DataLoader(train_set, batch_size=lcfg.batch_size, sampler=order,
-                                           num_workers=tcfg.workers)
+        rng = rng_for(tcfg.seed, ORDER_STREAM, *keys)
+        for b in np.array_split(rng.permutation(n_train), steps):
+            points = torch.as_tensor(rng.random((n_kept, n_points)).argpartition(M - 1, axis=1)[:, :M], device=device)
+            b = torch.as_tensor(b, device=device)
+            yield params["train"][b], points, frames["train"][b]
 
     def val_batches():
-        return torch.utils.data.DataLoader(val_set, batch_size=lcfg.batch_size, num_workers=tcfg.workers)
+        return [(params["val"], val_points, frames["val"])]
 
     def loss(batch):
-        u, xi, target = (t.to(device) for t in batch)
-        pred = model.reconstruct(model.rollout(u, n_kept), xi)
-        return torch.nn.functional.mse_loss(pred, target)
+        u, points, target = batch
+        pred = model.reconstruct(model.rollout(u, n_kept), xi[points])
+        return torch.nn.functional.mse_loss(pred, target[:, times, points])
 
-    phases = [Phase("joint", list(model.parameters()), lcfg.epochs, lcfg.lr, batches, val_batches, loss),
+    phases = [Phase("joint", list(model.parameters()), lcfg.epochs, lcfg.lr, batches, val_batches, loss,
+                    steps_per_epoch=steps, warmup=lcfg.warmup),
               Phase("retrain", list(model.reconstruction_net.parameters()), lcfg.retrain_epochs, lcfg.retrain_lr,
-                    batches, val_batches, loss)]
+                    batches, val_batches, loss, steps_per_epoch=steps)]
     history = run_phases(model, phases, out / "ldnet.pt", tcfg.seed, min_lr_ratio=tcfg.min_lr_ratio,
                          patience=tcfg.patience, device=device, callback=callback, progress=progress)
     model.eval()
-    splits = split_indices(store.n_trajectories, cfg.data.split, cfg.data.seed)
     errors = {name: ldnet_errors(model, store, idx) for name, idx in splits.items()}
     summary = {"model": "ldnet", "case": cfg.case, "config": dataclasses.asdict(lcfg), "history": history,
-               "frames": n_kept, "field_names": list(store.field_names),
+               "frames": n_kept, "field_names": list(store.field_names), "points_per_frame": M,
                **{f"{name}_rel_error": float(e.mean()) for name, e in errors.items()},
                "test_rel_error_per_field": dict(zip(store.field_names, errors["test"].mean(axis=0).tolist()))}
     write_json(out / "ldnet.json", summary)

@@ -279,7 +279,8 @@ def train_set_encoder(cfg, data_dir, out_dir, *, callback=None, progress: bool =
         z, _ = model.forward_standardized(*inputs)
         return nn.functional.mse_loss(z, (target - model.out_mean) / model.out_std)
 
-    phases = [Phase("set_encoder", list(model.parameters()), scfg.epochs, scfg.lr, batches, val_batches, loss)]
+    phases = [Phase("set_encoder", list(model.parameters()), scfg.epochs, scfg.lr, batches, val_batches, loss,
+                    steps_per_epoch=max(1, -(-len(data["train"][0]) // scfg.batch_size)))]
     history = run_phases(model, phases, out / "set_encoder.pt", tcfg.seed, min_lr_ratio=tcfg.min_lr_ratio,
                          patience=tcfg.patience, device=device, callback=callback, progress=progress)
     model.eval()

@@ -13,6 +13,7 @@ uninterrupted one. ``OUT/<name>.json`` holds the loss history and the errors.
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -72,6 +73,19 @@ class Phase:
     batches: Callable[[tuple[int, int]], Iterable]  # keys (phase, epoch) -> training batches
     val_batches: Callable[[], Iterable]
     loss: Callable[[tuple], torch.Tensor]  # batch -> mean loss
+    steps_per_epoch: int  # batches per epoch: the learning-rate schedule advances once per batch
+    warmup: float = 0.0  # fraction of the phase's steps with a linear learning-rate warm-up
+
+    def schedule(self, min_lr_ratio: float) -> Callable[[int], float]:
+        """Learning-rate factor of optimiser step ``k``: linear warm-up, then a cosine to ``min_lr_ratio``."""
+        total = max(1, self.epochs * self.steps_per_epoch)
+        warm = max(1, int(self.warmup * total))
+
+        def factor(k: int) -> float:
+            cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, k / total)))
+            return min(1.0, (k + 1) / warm) * (min_lr_ratio + (1.0 - min_lr_ratio) * cosine)
+
+        return factor
 
 
 def _save_atomic(obj, path: Path) -> None:
@@ -120,8 +134,7 @@ def run_phases(model: torch.nn.Module, phases: list[Phase], path: Path, seed: in
         for p in phase.params:
             p.requires_grad_(True)
         optimizer = torch.optim.Adam(phase.params, lr=phase.lr)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(phase.epochs, 1),
-                                                               eta_min=phase.lr * min_lr_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, phase.schedule(min_lr_ratio))
         if state["optimizer"] is not None:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -138,15 +151,16 @@ def run_phases(model: torch.nn.Module, phases: list[Phase], path: Path, seed: in
                 loss = phase.loss(batch)
                 if not torch.isfinite(loss):
                     raise SolverError(f"{model.kind} {phase.name} epoch {epoch}: the training loss became "
-                                      f"{loss.item()}; lower the learning rate (the last checkpoint is kept)")
+                                      f"{loss.item()} at learning rate {optimizer.param_groups[0]['lr']:.3g}; "
+                                      f"lower the learning rate (the last checkpoint is kept)")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                scheduler.step()
                 train_losses.append(loss.item())
             val = evaluate(model, phase.val_batches(), phase.loss)
             log.append({"epoch": epoch, "train": float(np.mean(train_losses)), "val": val,
                         "lr": optimizer.param_groups[0]["lr"]})
-            scheduler.step()
             if val < state["best_val"]:
                 state.update(best_val=val, bad_epochs=0,
                              best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})

@@ -239,7 +239,8 @@ def train_vae(cfg, data_dir, out_dir, *, callback=None, progress: bool = True) -
         x, y = (t.to(device) for t in batch)
         return model.loss(x, y)
 
-    phases = [Phase("vae", list(model.parameters()), vcfg.epochs, vcfg.lr, batches, val_batches, loss)]
+    phases = [Phase("vae", list(model.parameters()), vcfg.epochs, vcfg.lr, batches, val_batches, loss,
+                    steps_per_epoch=len(chunks(len(frames["train"]), np.arange(len(frames["train"])))))]
     history = run_phases(model, phases, out / "vae.pt", tcfg.seed, min_lr_ratio=tcfg.min_lr_ratio,
                          patience=tcfg.patience, device=device, callback=callback, progress=progress)
     model.eval()

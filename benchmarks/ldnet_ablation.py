@@ -1,0 +1,102 @@
+"""What each LDNet training choice buys: test rel. error and wall time, one change at a time.
+
+Trains the LDNet of a case's preset on one dataset (generated once into ``--work``) under a
+chain of variants, each adding ``--set``-style overrides to the one before it, and reports
+per variant the test (held-out trajectories, full grid, all kept frames) and train relative
+errors, the epochs run and the training wall time. Stay within the paper's LDNet (F and R
+MLPs, explicit Euler latent steps, continuous R(s, xi), §3.1): the variants change sizes,
+the batch layout and the optimiser schedule only. Run it alone on the machine: two torch
+jobs on two cores slow each other 2-5x.
+
+    python benchmarks/ldnet_ablation.py --case swe --preset small       # writes results/ldnet_ablation_swe_small.json
+    python benchmarks/ldnet_ablation.py --case swe --only 0,3 --set ldnet.epochs=50
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from common import RESULTS, describe, fmt, machine, markdown_table, write_json
+
+from ldensf_hpc.cases import load_config
+from ldensf_hpc.data.generate import generate
+from ldensf_hpc.surrogate import train
+
+# (label, overrides added to the previous variant's); the first is the preset as committed before the change
+CHAINS = {
+    "swe": [
+        ("2 trajectories x 300 points per step, lr 3e-3, 140 epochs (the old preset)",
+         ["ldnet.batch_size=2", "data.points_per_frame=300", "ldnet.lr=3e-3", "ldnet.epochs=120",
+          "ldnet.retrain_epochs=20", "ldnet.latent=10", "ldnet.fourier_scale=2", "ldnet.warmup=0"]),
+        ("8 trajectories x 64 points, 250 + 20 epochs", ["ldnet.batch_size=8", "data.points_per_frame=64",
+                                                          "ldnet.epochs=250"]),
+        ("Fourier frequency std 10 (xi in [-1, 1]), latent 16", ["ldnet.fourier_scale=10", "ldnet.latent=16"]),
+        ("lr 1e-2 with 5 % linear warm-up, cosine", ["ldnet.lr=1e-2", "ldnet.warmup=0.05"]),
+        ("R width 128", ["ldnet.rec_width=128"]),
+        ("lr 2e-2", ["ldnet.lr=2e-2"]),
+    ],
+    "kolmogorov": [
+        ("2 trajectories x 300 points per step, lr 3e-3, 140 epochs (the old preset)",
+         ["ldnet.batch_size=2", "data.points_per_frame=300", "ldnet.lr=3e-3", "ldnet.epochs=120",
+          "ldnet.retrain_epochs=20", "ldnet.fourier_scale=2", "ldnet.warmup=0"]),
+        ("8 trajectories x 64 points, 250 + 20 epochs", ["ldnet.batch_size=8", "data.points_per_frame=64",
+                                                          "ldnet.epochs=250"]),
+        ("Fourier frequency std 10", ["ldnet.fourier_scale=10"]),
+        ("lr 1e-2 with 5 % linear warm-up, cosine", ["ldnet.lr=1e-2", "ldnet.warmup=0.05"]),
+    ],
+}
+
+
+def run_variant(cfg, data_dir: Path, out: Path) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    summary = train(cfg, data_dir, out, ["ldnet"], progress=False)["ldnet"]
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall, "test_rel_error": summary["test_rel_error"], "train_rel_error": summary["train_rel_error"],
+            "val_rel_error": summary["val_rel_error"], "per_field": summary["test_rel_error_per_field"],
+            "epochs": {phase: len(h) for phase, h in summary["history"].items()}}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", choices=tuple(CHAINS), default="swe")
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--only", default=None, help="comma-separated variant numbers to train (default all)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra overrides applied to every variant (e.g. a shorter horizon)")
+    parser.add_argument("--work", type=Path, default=Path("runs") / "ldnet-ablation")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    chain = CHAINS[args.case]
+    only = set(range(len(chain))) if args.only is None else {int(i) for i in args.only.split(",")}
+    info = machine()
+    print(f"Machine: {describe(info)}", flush=True)
+    base = load_config(args.preset, case=args.case, overrides=args.set)
+    data_dir = args.work / f"{args.case}-{args.preset}" / "data"
+    generate(base, data_dir, backend="serial", progress=True)
+    rows, overrides = [], list(args.set)
+    for i, (label, extra) in enumerate(chain):
+        overrides += extra
+        if i not in only:
+            continue
+        cfg = load_config(args.preset, case=args.case, overrides=overrides)
+        r = run_variant(cfg, data_dir, args.work / f"{args.case}-{args.preset}" / f"variant{i}")
+        rows.append({"variant": i, "label": label, "overrides": list(overrides), **r})
+        print(f"[{i}] {label}: test {100 * r['test_rel_error']:.1f} %, train {100 * r['train_rel_error']:.1f} %, "
+              f"{r['wall_s']:.0f} s", flush=True)
+    table = markdown_table(["#", "change (cumulative)", "test rel. error", "train rel. error", "epochs", "wall [s]"],
+                           [[r["variant"], r["label"], f"{100 * r['test_rel_error']:.1f} %",
+                             f"{100 * r['train_rel_error']:.1f} %", r["epochs"], fmt(r["wall_s"], 3)] for r in rows])
+    print(table)
+    record = {"command": " ".join(["python", "benchmarks/ldnet_ablation.py", *(argv or sys.argv[1:])]),
+              "machine": info, "case": args.case, "preset": args.preset, "data": base.data.__dict__,
+              "model": base.to_dict()[args.case], "variants": rows, "table": table}
+    write_json(args.out or RESULTS / f"ldnet_ablation_{args.case}_{args.preset}.json", record)
+    return record
+
+
+if __name__ == "__main__":
+    main()
