@@ -9,11 +9,15 @@ the batch layout and the optimiser schedule only. Run it alone on the machine: t
 jobs on two cores slow each other 2-5x.
 
     python benchmarks/ldnet_ablation.py --case swe --preset small       # writes results/ldnet_ablation_swe_small.json
-    python benchmarks/ldnet_ablation.py --case swe --only 0,3 --set ldnet.epochs=50
+    python benchmarks/ldnet_ablation.py --case swe --only 6,7   # rerun two; the others keep their results
+
+Each variant's result records its overrides; one whose chain has not changed is kept from the
+earlier JSON when ``--only`` leaves it out.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -37,6 +41,8 @@ CHAINS = {
         ("lr 1e-2 with 5 % linear warm-up, cosine", ["ldnet.lr=1e-2", "ldnet.warmup=0.05"]),
         ("R width 128", ["ldnet.rec_width=128"]),
         ("lr 2e-2", ["ldnet.lr=2e-2"]),
+        ("lr 4e-2", ["ldnet.lr=4e-2"]),
+        ("stage two: 40 epochs at lr 1e-3", ["ldnet.retrain_epochs=40", "ldnet.retrain_lr=1e-3"]),
     ],
     "kolmogorov": [
         ("2 trajectories x 300 points per step, lr 3e-3, 140 epochs (the old preset)",
@@ -77,10 +83,14 @@ def main(argv=None) -> dict:
     base = load_config(args.preset, case=args.case, overrides=args.set)
     data_dir = args.work / f"{args.case}-{args.preset}" / "data"
     generate(base, data_dir, backend="serial", progress=True)
+    out_path = args.out or RESULTS / f"ldnet_ablation_{args.case}_{args.preset}.json"
+    kept = {r["variant"]: r for r in (json.loads(out_path.read_text())["variants"] if out_path.is_file() else [])}
     rows, overrides = [], list(args.set)
     for i, (label, extra) in enumerate(chain):
         overrides += extra
-        if i not in only:
+        if i not in only:  # a variant not rerun keeps its earlier result if it was made with the same settings
+            if i in kept and kept[i]["overrides"] == overrides and kept[i]["label"] == label:
+                rows.append(kept[i])
             continue
         cfg = load_config(args.preset, case=args.case, overrides=overrides)
         r = run_variant(cfg, data_dir, args.work / f"{args.case}-{args.preset}" / f"variant{i}")
@@ -94,7 +104,7 @@ def main(argv=None) -> dict:
     record = {"command": " ".join(["python", "benchmarks/ldnet_ablation.py", *(argv or sys.argv[1:])]),
               "machine": info, "case": args.case, "preset": args.preset, "data": base.data.__dict__,
               "model": base.to_dict()[args.case], "variants": rows, "table": table}
-    write_json(args.out or RESULTS / f"ldnet_ablation_{args.case}_{args.preset}.json", record)
+    write_json(out_path, record)
     return record
 
 

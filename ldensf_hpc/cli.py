@@ -9,6 +9,7 @@ import argparse
 import importlib
 import importlib.util
 import platform
+import shlex
 import sys
 
 from . import __version__
@@ -108,7 +109,7 @@ def cmd_run(args) -> int:
     except ValueError:
         raise ConfigError(f"--noise takes comma-separated fractions, e.g. 0,0.05,0.1,0.2; got {args.noise!r}") from None
     report = run(_config(args), args.workdir, methods=methods, levels=levels, generate_backend=args.backend,
-                 progress=not args.quiet)
+                 progress=not args.quiet, command=args.command_line)
     if report.get("reused"):
         print(f"reusing the report of a run with the same inputs (config, methods, noise levels, dataset, "
               f"checkpoints; digest {report['inputs_sha256'][:12]})")
@@ -206,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     try:
-        args = build_parser().parse_args(None if argv is None else [str(a) for a in argv])
+        argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+        args = build_parser().parse_args(argv)
+        args.command_line = shlex.join(["ldensf", *argv])
     except SystemExit as exc:  # --help, --version, or a usage error already printed
         return int(exc.code or 0)
     try:

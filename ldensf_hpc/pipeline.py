@@ -27,6 +27,7 @@ from .errors import ConfigError
 from .experiment import Experiment, compare, noise_levels
 from .filters import METHODS, make_method
 from .filters.base import CAPABILITY_DOCS
+from .machine import machine
 from .surrogate import train
 
 DEFAULT_METHODS = ("free", "ensf", "latent_ensf", "ld_ensf", "letkf", "levda")
@@ -203,12 +204,13 @@ def _previous_report(work: Path, inputs: dict) -> dict | None:
 
 
 def run(cfg, workdir=None, *, methods=DEFAULT_METHODS, levels=None, generate_backend: str = "dask",
-        progress: bool = True) -> dict:
+        progress: bool = True, command: str | None = None) -> dict:
     """The whole pipeline; returns the report (also written to ``WORKDIR/report.json`` and ``report.md``).
 
     A rerun with the same inputs (:func:`inputs_fingerprint`) reuses the report and says so
     (``report["reused"]``); a run with other inputs moves the older report and its plots to
-    ``WORKDIR/previous/<its inputs digest>/`` first.
+    ``WORKDIR/previous/<its inputs digest>/`` first. The report names ``command`` (the
+    ``ldensf`` command line; the Python call by default), the machine and every stage's wall time.
     """
     methods = check_methods(methods)
     levels = noise_levels(levels if levels is not None else [cfg.observe.noise])
@@ -234,6 +236,8 @@ def run(cfg, workdir=None, *, methods=DEFAULT_METHODS, levels=None, generate_bac
     report["surrogates"] = {name: {k: v for k, v in s.items() if "rel_error" in k} for name, s in summaries.items()}
     report["plots"] = write_plots(report, report.pop("_truth"), work)
     report["config"] = cfg.to_dict()
+    report["command"] = command or f"ldensf_hpc.pipeline.run(methods={list(methods)}, levels={levels})"
+    report["machine"] = machine()
     report["inputs"], report["inputs_sha256"] = inputs, sha256_text(canonical_json(inputs))
     report["legend"] = LEGEND
     (work / "report.md").write_text(markdown(report))

@@ -52,6 +52,8 @@ def e2e_run(tmp_path_factory):
 def test_every_method_runs_at_every_noise_level(e2e_run):
     work, report = e2e_run
     assert set(report["levels"]) == {"0", "0.1"}
+    assert report["command"].startswith("ldensf run --preset tiny") and report["machine"]["cores"] >= 1
+    assert set(report["stages_wall_s"]) == {"generate", "train", "assimilate"}
     for results in report["levels"].values():
         assert set(results) == set(METHODS)
         for name, r in results.items():
