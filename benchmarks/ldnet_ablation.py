@@ -17,6 +17,7 @@ earlier JSON when ``--only`` leaves it out.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -26,7 +27,8 @@ from pathlib import Path
 from common import RESULTS, describe, fmt, machine, markdown_table, write_json
 
 from ldensf_hpc.cases import load_config
-from ldensf_hpc.data.generate import generate
+from ldensf_hpc.data.generate import generate, generation_config
+from ldensf_hpc.data.store import canonical_json
 from ldensf_hpc.surrogate import train
 
 # (label, overrides added to the previous variant's); the first is the preset as committed before the change
@@ -43,6 +45,8 @@ CHAINS = {
         ("lr 2e-2", ["ldnet.lr=2e-2"]),
         ("lr 4e-2", ["ldnet.lr=4e-2"]),
         ("stage two: 40 epochs at lr 1e-3", ["ldnet.retrain_epochs=40", "ldnet.retrain_lr=1e-3"]),
+        ("300 trajectories (180 train), the same optimiser steps: 84 + 14 epochs",
+         ["data.n_trajectories=300", "ldnet.epochs=84", "ldnet.retrain_epochs=14"]),
     ],
     "kolmogorov": [
         ("2 trajectories x 300 points per step, lr 3e-3, 140 epochs (the old preset)",
@@ -81,8 +85,6 @@ def main(argv=None) -> dict:
     info = machine()
     print(f"Machine: {describe(info)}", flush=True)
     base = load_config(args.preset, case=args.case, overrides=args.set)
-    data_dir = args.work / f"{args.case}-{args.preset}" / "data"
-    generate(base, data_dir, backend="serial", progress=True)
     out_path = args.out or RESULTS / f"ldnet_ablation_{args.case}_{args.preset}.json"
     kept = {r["variant"]: r for r in (json.loads(out_path.read_text())["variants"] if out_path.is_file() else [])}
     rows, overrides = [], list(args.set)
@@ -93,6 +95,9 @@ def main(argv=None) -> dict:
                 rows.append(kept[i])
             continue
         cfg = load_config(args.preset, case=args.case, overrides=overrides)
+        data_key = hashlib.sha256(canonical_json(generation_config(cfg)).encode()).hexdigest()[:12]
+        data_dir = args.work / f"{args.case}-{args.preset}" / f"data-{data_key}"  # one per data configuration
+        generate(cfg, data_dir, backend="serial", progress=True)
         r = run_variant(cfg, data_dir, args.work / f"{args.case}-{args.preset}" / f"variant{i}")
         rows.append({"variant": i, "label": label, "overrides": list(overrides), **r})
         print(f"[{i}] {label}: test {100 * r['test_rel_error']:.1f} %, train {100 * r['train_rel_error']:.1f} %, "

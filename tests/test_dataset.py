@@ -1,4 +1,4 @@
-"""The torch Dataset over the HDF5 store: split, normalisation, point sampling, resume-safe stats.
+"""The HDF5 trajectory store as training data: split, normalisation, standardised frames, resume-safe stats.
 
 ``write_gaussian_dataset`` (also used by test_ldnet.py and test_encoder.py) writes a real
 store (shards, manifest, virtual dataset.h5) of an analytic travelling Gaussian whose
@@ -8,17 +8,16 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from ldensf_hpc.backend import rng_for
 from ldensf_hpc.data import store
 from ldensf_hpc.data.dataset import (
     NORM_FILE,
-    PointSampleDataset,
     TrajectoryStore,
     load_normalization,
     observation_sequences,
     split_indices,
+    standardized_frames,
 )
 from ldensf_hpc.errors import DataError
 from ldensf_hpc.observe import make_operator
@@ -105,47 +104,18 @@ def test_normalization_matches_numpy_on_train_split_and_is_reused(gaussian):
     np.testing.assert_allclose(restored.field_mean, f64.mean(axis=(0, 1, 3, 4)), rtol=1e-12)
 
 
-def test_items_are_scaled_points_of_the_analytic_field(gaussian):
-    root, params = gaussian[0], gaussian[2]
-    ds = PointSampleDataset(root, "val", frame_every=3, points_per_frame=50, seed=0)
-    assert len(ds) == 2 and ds.n_kept == 3  # frames 0, 3, 6 of 9
-    u, xi, target = ds[1]
-    assert u.shape == (2,) and xi.shape == (3, 50, 2) and target.shape == (3, 50, 2)
-    assert u.dtype == xi.dtype == target.dtype == torch.float32
-    assert xi.min() >= -1 and xi.max() <= 1 and u.min() >= -1 - 1e-6 and u.max() <= 1 + 1e-6
-    j = ds.trajectories[1]
-    # undo the scaling and compare with the formula at the sampled physical points
-    u_phys = ds.norm.unscale_params(u.double().numpy())
-    np.testing.assert_allclose(u_phys, params[j], rtol=1e-6)
-    lo, hi = np.asarray(ds.norm.xi_min), np.asarray(ds.norm.xi_max)
-    pts = (xi.double().numpy() + 1) / 2 * (hi - lo) + lo
-    for k, t in enumerate((0, 3, 6)):
-        expect = gaussian_fields(params[j:j + 1], t + 1, pts[k, :, 0], pts[k, :, 1])[0, t]  # (2, M, M)
-        diag = expect[:, np.arange(50), np.arange(50)].T  # value at (x_i, y_i)
-        np.testing.assert_allclose(ds.norm.unstandardize(target[k].double().numpy()), diag, atol=2e-6)
-    # distinct points per frame, reproducible per key, different for other keys
-    idx = ds.sample_points(j)
-    assert all(len(np.unique(row)) == 50 for row in idx)
-    ds.set_epoch(0, 1)
-    a = ds.sample_points(j)
-    assert np.array_equal(a, ds.sample_points(j))
-    ds.set_epoch(0, 2)
-    assert not np.array_equal(a, ds.sample_points(j))
-
-
-def test_fixed_points_and_worker_processes_give_the_same_items(gaussian):
-    root = gaussian[0]
-    ds = PointSampleDataset(root, "train", frame_every=2, points_per_frame=40, seed=0, fixed_points=True)
-    first = ds[0]
-    ds.set_epoch(5, 5)
-    assert all(torch.equal(a, b) for a, b in zip(first, ds[0]))
-    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2)
-    batches = list(loader)
-    assert len(batches) == 2 and batches[0][1].shape == (3, 5, 40, 2)
-    for i in range(3):  # items made in worker processes equal those made here
-        assert all(torch.equal(a[i], b) for a, b in zip(batches[0], ds[i]))
-    full = PointSampleDataset(root, "train", frame_every=2, points_per_frame=10_000, seed=0)
-    assert full.points_per_frame == 16 * 16  # capped at the grid size: every point once
+def test_standardized_frames_invert_to_the_analytic_field(gaussian):
+    root, fields = gaussian[:2]
+    st = TrajectoryStore(root)
+    norm = load_normalization(st, (0.6, 0.2, 0.2), seed=0)
+    val = split_indices(st.n_trajectories, (0.6, 0.2, 0.2), seed=0)["val"]
+    frames = standardized_frames(st, val, norm, frame_every=3)
+    assert frames.shape == (2, 3, 2, 16, 16) and frames.dtype == np.float32  # frames 0, 3, 6 of 9
+    np.testing.assert_allclose(norm.unstandardize(frames.astype(np.float64), axis=2), fields[val][:, ::3], atol=2e-6)
+    train = split_indices(st.n_trajectories, (0.6, 0.2, 0.2), seed=0)["train"]
+    z = standardized_frames(st, train, norm)  # the train statistics standardise the train split exactly
+    np.testing.assert_allclose(z.mean(axis=(0, 1, 3, 4)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(z.std(axis=(0, 1, 3, 4)), 1.0, atol=1e-5)
 
 
 def test_observation_sequences_use_the_grid_operator(gaussian):
@@ -160,7 +130,5 @@ def test_observation_sequences_use_the_grid_operator(gaussian):
 def test_bad_inputs_are_named(gaussian, tmp_path):
     with pytest.raises(DataError, match="no dataset"):
         TrajectoryStore(tmp_path)
-    with pytest.raises(DataError, match="unknown split"):
-        PointSampleDataset(gaussian[0], "holdout")
     with pytest.raises(DataError, match="frame_every"):
-        PointSampleDataset(gaussian[0], "train", frame_every=0)
+        TrajectoryStore(gaussian[0]).kept_frames(0)

@@ -6,11 +6,11 @@ with ``fields`` float32 ``(N, T, F, ny, nx)``, ``params`` ``(N, p)``, ``x`` ``(n
 
 - Trajectories are split train/val/test (60/20/20) by a permutation fixed by the seed.
 - Every ``frame_every``-th stored frame is kept (SWE: one latent step per 40 solver steps).
-- LDNet items hold ``points_per_frame`` random grid points per kept frame; parameters
-  ``u`` and coordinates ``xi = (x, y)`` are scaled to [-1, 1] and fields standardised
-  with statistics of the train split (``DIR/normalization.json``, reused when present).
+- Parameters ``u`` and coordinates ``xi = (x, y)`` are scaled to [-1, 1] and fields
+  standardised with statistics of the train split (``DIR/normalization.json``, reused
+  when present).
 
-The HDF5 file is opened lazily in each process, so DataLoader workers never share a handle.
+The HDF5 file is opened lazily in each process, so worker processes never share a handle.
 """
 from __future__ import annotations
 
@@ -29,8 +29,7 @@ from .store import DATASET, open_dataset, write_json
 
 NORM_FILE = "normalization.json"
 SPLITS = ("train", "val", "test")
-# independent random streams under one seed: rng_for(seed, STREAM, ...)
-_SPLIT_STREAM, _TRAIN_POINTS_STREAM, _EVAL_POINTS_STREAM = 0, 1, 2
+_SPLIT_STREAM = 0  # rng_for(seed, _SPLIT_STREAM): the train/val/test permutation
 
 
 def split_indices(n_trajectories: int, fractions=(0.6, 0.2, 0.2), seed: int = 0) -> dict[str, np.ndarray]:
@@ -224,61 +223,13 @@ def load_normalization(store: TrajectoryStore, fractions=(0.6, 0.2, 0.2), seed: 
     return norm
 
 
-class PointSampleDataset(torch.utils.data.Dataset):
-    """LDNet training items: one trajectory of a split with random grid points per kept frame.
-
-    Item ``i`` is ``(u, xi, target)``: ``u`` ``(p,)`` scaled to [-1, 1], ``xi`` ``(T', M, 2)``
-    scaled to [-1, 1] and ``target`` ``(T', M, F)`` standardised, all float32 tensors, with
-    ``M = points_per_frame`` points drawn without replacement per frame (all points if the
-    grid is smaller). Points depend only on the seed, the keys set by :meth:`set_epoch`
-    and the trajectory, never on worker count; ``fixed_points=True`` keeps them fixed
-    (validation and test).
-    """
-
-    def __init__(self, data_dir, split: str = "train", *, frame_every: int = 1, points_per_frame: int = 5000,
-                 seed: int = 0, fractions=(0.6, 0.2, 0.2), norm: Normalization | None = None,
-                 fixed_points: bool = False):
-        if split not in SPLITS:
-            raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-        if points_per_frame < 1:
-            raise DataError(f"points_per_frame must be >= 1, got {points_per_frame}")
-        self.store = data_dir if isinstance(data_dir, TrajectoryStore) else TrajectoryStore(data_dir)
-        self.split, self.frame_every, self.seed = split, int(frame_every), int(seed)
-        self.n_kept = self.store.kept_frames(self.frame_every)
-        self.trajectories = split_indices(self.store.n_trajectories, fractions, seed)[split]
-        self.norm = norm if norm is not None else load_normalization(self.store, fractions, seed)
-        self.points_per_frame = min(int(points_per_frame), self.store.ny * self.store.nx)
-        self.fixed_points = fixed_points
-        self._keys: tuple[int, ...] = ()
-        self._xi_grid = self.norm.scale_xi(self.store.grid_points()).astype(np.float32)
-
-    def set_epoch(self, *keys: int) -> None:
-        """Key the random points of the next pass (e.g. training stage and epoch)."""
-        self._keys = tuple(int(k) for k in keys)
-
-    def __len__(self) -> int:
-        return len(self.trajectories)
-
-    def sample_points(self, trajectory: int) -> np.ndarray:
-        """Flat grid indices ``(T', M)`` of the points drawn for ``trajectory``."""
-        n_grid, M = self.store.ny * self.store.nx, self.points_per_frame
-        if M == n_grid:
-            return np.broadcast_to(np.arange(n_grid), (self.n_kept, n_grid))
-        if self.fixed_points:
-            rng = rng_for(self.seed, _EVAL_POINTS_STREAM, trajectory)
-        else:
-            rng = rng_for(self.seed, _TRAIN_POINTS_STREAM, *self._keys, trajectory)
-        return rng.random((self.n_kept, n_grid)).argpartition(M - 1, axis=1)[:, :M]
-
-    def __getitem__(self, i: int):
-        j = int(self.trajectories[i])
-        frames = self.store.frames(j, self.frame_every).reshape(self.n_kept, self.store.n_fields, -1)
-        idx = self.sample_points(j)
-        target = np.take_along_axis(frames, idx[:, None, :], axis=2).transpose(0, 2, 1)
-        target = self.norm.standardize(target.astype(np.float32), axis=-1)
-        xi = self._xi_grid[idx]
-        u = self.norm.scale_params(self.store.params[j]).astype(np.float32)
-        return torch.from_numpy(u), torch.from_numpy(np.ascontiguousarray(xi)), torch.from_numpy(target)
+def standardized_frames(store: TrajectoryStore, trajectories, norm: Normalization, frame_every: int = 1) -> np.ndarray:
+    """Kept frames of ``trajectories`` standardised by the train statistics,
+    ``(n, T', F, ny, nx)`` float32 (one copy, standardised in place)."""
+    frames = np.stack([store.frames(int(j), frame_every) for j in trajectories])
+    frames -= np.asarray(norm.field_mean, np.float32)[:, None, None]
+    frames /= np.asarray(norm.field_std, np.float32)[:, None, None]
+    return frames
 
 
 def strided_observe(stride: int):

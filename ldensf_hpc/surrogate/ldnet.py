@@ -27,7 +27,7 @@ from torch import nn
 
 from ..backend import rng_for
 from ..config import LDNetConfig
-from ..data.dataset import Normalization, TrajectoryStore, load_normalization, split_indices
+from ..data.dataset import Normalization, TrajectoryStore, load_normalization, split_indices, standardized_frames
 from ..data.store import write_json
 from ..errors import ConfigError
 from .training import ORDER_STREAM, Phase, check_training, relative_error, run_phases, select_device
@@ -212,11 +212,9 @@ def ldnet_errors(model: LDNet, store: TrajectoryStore, trajectories) -> np.ndarr
     return np.array(out)
 
 
-def standardized_frames(store: TrajectoryStore, trajectories, frame_every: int, norm: Normalization) -> torch.Tensor:
-    """Kept frames of ``trajectories`` as standardised points, ``(n, T, ny * nx, F)`` float32."""
-    mean = np.asarray(norm.field_mean, np.float32)[:, None, None]
-    std = np.asarray(norm.field_std, np.float32)[:, None, None]
-    frames = np.stack([(store.frames(int(j), frame_every) - mean) / std for j in trajectories])
+def _point_frames(store: TrajectoryStore, trajectories, frame_every: int, norm: Normalization) -> torch.Tensor:
+    """Kept standardised frames of ``trajectories`` as points, ``(n, T', ny * nx, F)`` float32."""
+    frames = standardized_frames(store, trajectories, norm, frame_every)
     n, T, F = frames.shape[:3]
     return torch.from_numpy(np.ascontiguousarray(frames.reshape(n, T, F, -1).transpose(0, 1, 3, 2)))
 
@@ -245,7 +243,7 @@ def train_ldnet(cfg, data_dir, out_dir, *, callback=None, progress: bool = True)
     out.mkdir(parents=True, exist_ok=True)
     norm = load_normalization(store, cfg.data.split, cfg.data.seed)
     splits = split_indices(store.n_trajectories, cfg.data.split, cfg.data.seed)
-    frames = {name: standardized_frames(store, splits[name], lcfg.frame_every, norm).to(device)
+    frames = {name: _point_frames(store, splits[name], lcfg.frame_every, norm).to(device)
               for name in ("train", "val")}
     params = {name: torch.as_tensor(norm.scale_params(store.params[splits[name]]), dtype=torch.float32,
                                     device=device) for name in ("train", "val")}

@@ -35,7 +35,7 @@ from torch.nn import functional as F
 
 from ..backend import rng_for
 from ..config import VAEConfig
-from ..data.dataset import Normalization, TrajectoryStore, load_normalization, split_indices
+from ..data.dataset import Normalization, TrajectoryStore, load_normalization, split_indices, standardized_frames
 from ..data.store import write_json
 from ..errors import ConfigError, InputError
 from .training import ORDER_STREAM, Phase, check_training, observation_operator, run_phases, select_device
@@ -165,14 +165,6 @@ class CoupledVAE(nn.Module):
         return model
 
 
-def _split_frames(store, trajectories, norm: Normalization) -> np.ndarray:
-    """Standardised float32 frames ``(N, F, ny, nx)``: all stored frames of ``trajectories`` (in place: one copy)."""
-    frames = np.concatenate([store.frames(j) for j in trajectories])
-    frames -= np.asarray(norm.field_mean, np.float32)[:, None, None]
-    frames /= np.asarray(norm.field_std, np.float32)[:, None, None]
-    return frames
-
-
 def _rel_errors(model: CoupledVAE, x: np.ndarray, y: np.ndarray, device) -> dict[str, float]:
     """Mean per-frame relative 2-norm error (physical units) of ``D(mu_state(x))`` and ``D(mu_obs(y))``."""
     errors = {"state": [], "obs": []}
@@ -212,7 +204,7 @@ def train_vae(cfg, data_dir, out_dir, *, callback=None, progress: bool = True) -
     norm = load_normalization(store, cfg.data.split, cfg.data.seed)
     operator, spec = observation_operator(cfg, store)
     splits = split_indices(store.n_trajectories, cfg.data.split, cfg.data.seed)
-    frames = {name: _split_frames(store, idx, norm) for name, idx in splits.items()}
+    frames = {name: standardized_frames(store, idx, norm).reshape(-1, store.n_fields, store.ny, store.nx) for name, idx in splits.items()}
     obs = {name: operator.apply(x) for name, x in frames.items()}
     val_y = obs["val"] + vcfg.obs_noise * rng_for(tcfg.seed, _VAL_NOISE_STREAM).standard_normal(
         obs["val"].shape).astype(np.float32)
