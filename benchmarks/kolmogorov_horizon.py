@@ -30,7 +30,7 @@ def free_run_curve(cfg, truth_seed: int, n_frames: int) -> np.ndarray:
     model = cases.get("kolmogorov").model(cfg)
     K = cfg.ensf.ensemble_size
     truth_params = model.sample_params(rng_for(truth_seed, 99), 1)
-    state, params = prior_members(model, slice(0, K), cfg.ensf.seed)
+    state, params = prior_members(model, slice(0, K), cfg.data.seed)
     state = np.concatenate([model.initial_state(truth_params), state])
     params = np.concatenate([truth_params, params])
     errors = []

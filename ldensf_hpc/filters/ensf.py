@@ -70,10 +70,10 @@ class ScoreSettings:
         kernels.BACKENDS.check(self.kernel)
 
     @staticmethod
-    def settings(cfg, kernel: str, eps_alpha: float | None = None) -> dict:
-        """The ``ensf`` section of ``cfg`` as keyword arguments."""
+    def settings(cfg, kernel: str, eps_alpha: float | None = None, n_steps: int | None = None) -> dict:
+        """The ``ensf`` section of ``cfg`` as keyword arguments (``eps_alpha``, ``n_steps``: a method's own)."""
         e = cfg.ensf
-        return {"n_steps": e.n_steps, "eps_alpha": e.eps_alpha if eps_alpha is None else eps_alpha,
+        return {"n_steps": e.n_steps if n_steps is None else n_steps, "eps_alpha": e.eps_alpha if eps_alpha is None else eps_alpha,
                 "eps_beta": e.eps_beta, "mixture": e.mixture, "score_clip": e.score_clip, "kernel": kernel}
 
     def update(self, prior, obs, rows=None, *, obs_std=None, inv_var=None, seed: int):

@@ -174,7 +174,7 @@ class LDEnSF(ScoreSettings, Method):
     @classmethod
     def from_config(cls, cfg) -> LDEnSF:
         ld = cfg.ld_ensf
-        return cls(**cls.settings(cfg, cfg.ensf.kernel, ld.eps_alpha), encoder=ld.encoder,
+        return cls(**cls.settings(cfg, cfg.ensf.kernel, ld.eps_alpha, ld.n_steps), encoder=ld.encoder,
                    obs_std_floor=ld.obs_std_floor)
 
     def encoder_name(self, cfg) -> str:
