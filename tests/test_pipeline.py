@@ -109,9 +109,11 @@ def test_methods_run_exactly_where_they_declare_the_capability(e2e_run, setting,
 
 def test_rerun_reuses_data_and_checkpoints(e2e_run, capsys):
     work, _ = e2e_run
-    before = {p: p.stat().st_mtime_ns for p in (work / "run" / "models").glob("*.pt")}
+    before = {p: p.stat().st_mtime_ns for p in (work / "run" / "models").glob("*.[pj][ts]*")}
+    assert sum(p.suffix == ".json" for p in before) == sum(p.suffix == ".pt" for p in before) > 0
     _run(work, "--methods", "ld_ensf", "--noise", "0.1")
-    assert {p: p.stat().st_mtime_ns for p in (work / "run" / "models").glob("*.pt")} == before
+    # checkpoints and their summaries (errors) are reused, not rewritten
+    assert {p: p.stat().st_mtime_ns for p in (work / "run" / "models").glob("*.[pj][ts]*")} == before
     out = capsys.readouterr().out
     assert "LD-EnSF" in out and "report:" in out and "reusing" not in out
     previous = list((work / "run" / "previous").glob("*/report.json"))

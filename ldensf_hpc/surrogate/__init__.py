@@ -11,10 +11,12 @@ the model from the file alone::
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
+from ..data.store import MANIFEST, canonical_json, sha256_file, sha256_text, write_json
 from ..errors import DataError
 from ..registry import Registry
 from .training import configure_threads, load_checkpoint
@@ -56,11 +58,42 @@ def training_order(names) -> list[str]:
     return order
 
 
+def _derived_from(cfg, data_dir: Path, out_dir: Path, name: str) -> dict:
+    """What a finished surrogate's summary (its train/val/test errors) is derived from: its checkpoint
+    (model settings, weights, observation grid), the dataset manifest and the split (``data``)."""
+    return {"checkpoint_sha256": sha256_file(out_dir / f"{name}.pt"),
+            "data_manifest_sha256": sha256_file(data_dir / MANIFEST),
+            "data_sha256": sha256_text(canonical_json(cfg.to_dict()["data"]))}
+
+
+def _reusable_summary(cfg, data_dir: Path, out_dir: Path, name: str) -> dict | None:
+    """``OUT/<name>.json`` when it was written for this very checkpoint, dataset and split (else None)."""
+    try:
+        summary = json.loads((out_dir / f"{name}.json").read_text())
+        if not (out_dir / f"{name}.pt").is_file() or not (data_dir / MANIFEST).is_file():
+            return None
+    except (OSError, json.JSONDecodeError):
+        return None
+    return summary if summary.get("derived_from") == _derived_from(cfg, data_dir, out_dir, name) else None
+
+
 def train(cfg, data_dir, out_dir, names, progress: bool = True) -> dict:
-    """Train (or resume, or reuse finished) the surrogates ``names`` and what they require; their summaries."""
+    """Train (or resume) the surrogates ``names`` and what they require; their summaries.
+
+    A finished surrogate whose summary records the same checkpoint, dataset manifest and split
+    is reused as it is (its errors are not measured again); every summary is written with that record.
+    """
     configure_threads(cfg.train.threads)
-    out_dir = Path(out_dir)
-    return {name: SURROGATES[name].fit(cfg, data_dir, out_dir, progress=progress) for name in training_order(names)}
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    summaries = {}
+    for name in training_order(names):
+        summary = _reusable_summary(cfg, data_dir, out_dir, name)
+        if summary is None:
+            summary = SURROGATES[name].fit(cfg, data_dir, out_dir, progress=progress)
+            summary["derived_from"] = _derived_from(cfg, data_dir, out_dir, name)
+            write_json(out_dir / f"{name}.json", summary)
+        summaries[name] = summary
+    return summaries
 
 
 __all__ = ["SURROGATES", "load", "load_checkpoint", "train", "training_order"]
