@@ -45,8 +45,6 @@ CHAINS = {
         ("lr 2e-2", ["ldnet.lr=2e-2"]),
         ("lr 4e-2", ["ldnet.lr=4e-2"]),
         ("stage two: 40 epochs at lr 1e-3", ["ldnet.retrain_epochs=40", "ldnet.retrain_lr=1e-3"]),
-        ("300 trajectories (180 train), the same optimiser steps: 84 + 14 epochs",
-         ["data.n_trajectories=300", "ldnet.epochs=84", "ldnet.retrain_epochs=14"]),
     ],
     "kolmogorov": [
         ("2 trajectories x 300 points per step, lr 3e-3, 140 epochs (the old preset)",
@@ -86,7 +84,12 @@ def main(argv=None) -> dict:
     print(f"Machine: {describe(info)}", flush=True)
     base = load_config(args.preset, case=args.case, overrides=args.set)
     out_path = args.out or RESULTS / f"ldnet_ablation_{args.case}_{args.preset}.json"
-    kept = {r["variant"]: r for r in (json.loads(out_path.read_text())["variants"] if out_path.is_file() else [])}
+    earlier = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    made_on = json.loads(json.dumps([base.data.__dict__, base.to_dict()[args.case]]))  # as the JSON holds them
+    if earlier and [earlier.get("data"), earlier.get("model")] != made_on:
+        print(f"{out_path} was made on another preset (data or {args.case} settings); its variants are not kept")
+        earlier = {}
+    kept = {r["variant"]: r for r in earlier.get("variants", [])}
     rows, overrides = [], list(args.set)
     for i, (label, extra) in enumerate(chain):
         overrides += extra
