@@ -13,8 +13,7 @@ import json
 
 import numpy as np
 from common import RESULTS, markdown_table
-
-RANKED = ("ld_ensf", "latent_ensf", "ensf")  # the paper's claim: LD-EnSF < Latent-EnSF < EnSF
+from comparison import ranking
 
 
 def time_mean(result: dict) -> float | None:
@@ -28,7 +27,8 @@ def main() -> str:
         if "levels" in report and "machine" in report:
             reports[path.stem.removeprefix("run_").removesuffix("_small")] = report
         else:  # written before reports named their levels, command and machine
-            stale.append(f"- {path.name}: an older report format; rerun `ldensf run --case ...` and copy its report.json")
+            stale.append(f"- {path.name}: an older report format; rerun `ldensf run --case ...` "
+                         "and copy its report.json")
     methods = list(dict.fromkeys(m for r in reports.values() for m in r["methods"]))
     labels = {"free": "free", "ensf": "EnSF", "latent_ensf": "Latent-EnSF", "ld_ensf": "LD-EnSF", "letkf": "LETKF",
               "levda": "LEVDA", "envar4d": "4DEnVar"}
@@ -38,13 +38,13 @@ def main() -> str:
             means = [time_mean(results.get(m, {})) for m in methods]
             rows.append([f"{case} {float(level) * 100:g} %", *("-" if v is None else f"{v:.3f}" for v in means)])
         main_level = report["methods"]
-        mean = {m: time_mean(main_level[m]) for m in RANKED if m in main_level}
-        holds = sorted(mean, key=mean.get) == [m for m in RANKED if m in mean]
+        holds = ranking(main_level)["paper_order_holds"]
         p = main_level.get("ld_ensf", {}).get("param_rel_error")
         drop = f"{p[0] / p[-1]:.1f}x ({p[0]:.3f} -> {p[-1]:.3f})" if p else "-"
         stages = ", ".join(f"{k} {v:.0f} s" for k, v in report["stages_wall_s"].items())
         notes.append(f"- {case}: paper order LD-EnSF < Latent-EnSF < EnSF at "
-                     f"{report['observations']['main_level'] * 100:g} % noise: {'holds' if holds else 'does NOT hold'}; "
+                     f"{report['observations']['main_level'] * 100:g} % noise: "
+                     f"{'holds' if holds else 'does NOT hold'}; "
                      f"LD-EnSF parameter error first -> last analysis {drop}; `{report['command']}` on "
                      f"{report['machine']['cpu']} ({report['machine']['cores']} cores): {stages} "
                      f"(total {sum(report['stages_wall_s'].values()):.0f} s)")

@@ -69,7 +69,7 @@ class LDEnSFConfig:
     # for an observation std above sqrt(dt max(g2 h) / 2) (ldensf_hpc.sde), so the few-% latent errors of
     # a good encoder need small steps; at d ~ 20 a step costs microseconds
     n_steps: int = 1000
-    eps_alpha: float = 0.01  # schedule constant of the latent EnSF (the case presets: SWE 0.5, Kolmogorov 0.01)
+    eps_alpha: float = 0.01  # latent EnSF schedule constant (small presets 0.1; tiny, paper: SWE 0.5, Kolmogorov 0.01)
     obs_std_floor: float = 1.0e-2  # lower bound of the latent observation std (standardised units)
     encoder: str = "auto"  # lstm | set (point-set encoder) | auto: lstm for grid sensors, set for moving ones
 

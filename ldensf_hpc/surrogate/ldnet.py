@@ -282,8 +282,8 @@ def train_ldnet(cfg, data_dir, out_dir, *, callback=None, progress: bool = True)
     history = run_phases(model, phases, out / "ldnet.pt", tcfg.seed, min_lr_ratio=tcfg.min_lr_ratio,
                          patience=tcfg.patience, device=device, callback=callback, progress=progress)
     model.eval()
-    splits["train"] = splits["train"][:EVAL_TRAIN]
-    errors = {name: ldnet_errors(model, store, idx) for name, idx in splits.items()}
+    evaluated = {**splits, "train": splits["train"][:EVAL_TRAIN]}
+    errors = {name: ldnet_errors(model, store, idx) for name, idx in evaluated.items()}
     summary = {"model": "ldnet", "case": cfg.case, "config": dataclasses.asdict(lcfg), "history": history,
                "frames": n_kept, "field_names": list(store.field_names), "points_per_frame": M,
                **{f"{name}_rel_error": float(e.mean()) for name, e in errors.items()},

@@ -204,7 +204,8 @@ def train_vae(cfg, data_dir, out_dir, *, callback=None, progress: bool = True) -
     norm = load_normalization(store, cfg.data.split, cfg.data.seed)
     operator, spec = observation_operator(cfg, store)
     splits = split_indices(store.n_trajectories, cfg.data.split, cfg.data.seed)
-    frames = {name: standardized_frames(store, idx, norm).reshape(-1, store.n_fields, store.ny, store.nx) for name, idx in splits.items()}
+    frames = {name: standardized_frames(store, idx, norm).reshape(-1, store.n_fields, store.ny, store.nx)
+              for name, idx in splits.items()}
     obs = {name: operator.apply(x) for name, x in frames.items()}
     val_y = obs["val"] + vcfg.obs_noise * rng_for(tcfg.seed, _VAL_NOISE_STREAM).standard_normal(
         obs["val"].shape).astype(np.float32)
