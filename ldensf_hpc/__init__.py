@@ -17,7 +17,8 @@ live in registries; nothing outside a registry branches on their names.
 __version__ = "0.1.0"
 
 LAYERS = (
-    "presets", "errors", "registry", "config", "backend", "machine", "parallel", "sde", "metrics", "plots",  # foundations
+    "presets", "errors", "registry", "config", "backend", "cuda_host", "machine", "parallel", "sde", "metrics",
+    "plots",  # foundations
     "models", "observe", "cases",  # physics: truth solvers, observation operators, the case registry
     "kernels", "data", "surrogate", "filters",  # numerics, data, networks, the method registry
     "experiment", "assimilate", "pipeline", "jobs", "cli",  # applications

@@ -54,6 +54,10 @@ def cmd_info(args) -> int:
     from .backend import cupy_available
 
     print(f"  CUDA GPU (cupy) {'yes' if cupy_available() else 'no'}")
+    from .cuda_host import compiler
+
+    cxx = compiler()
+    print(f"  CUDA on CPU     {'emulated with ' + cxx if cxx else 'no (needs g++ or $CXX)'} (backend cuda_host)")
     try:
         import torch
 

@@ -57,7 +57,7 @@ class EnSFConfig:
     eps_beta: float = 0.0
     mixture: bool = True  # mixture prior score (False: member-paired)
     score_clip: float | None = 1000.0  # the reference package clips the score to ±1000 (None: no clip)
-    kernel: str = "numba"  # reverse-SDE backend of the latent filters: reference | numba | cuda
+    kernel: str = "numba"  # latent filters' reverse-SDE backend: reference | numba | cuda | cuda_host (emulated)
     full_space_kernel: str = "reference"  # of the full-space EnSF (large d: two BLAS products per step)
 
 

@@ -1,5 +1,4 @@
 """Tsunami shallow-water solver: conservation, wave and inertial frequencies, backends, checks."""
-import ctypes
 import math
 import shutil
 import subprocess
@@ -11,12 +10,14 @@ from ldensf_hpc import cases
 from ldensf_hpc.backend import cupy_available, to_numpy
 from ldensf_hpc.cases import load_config
 from ldensf_hpc.errors import ConfigError, InputError, SolverError
+from ldensf_hpc import cuda_host
 from ldensf_hpc.models import shallow_water, trajectory
 from ldensf_hpc.models.shallow_water import ShallowWater, SWEConfig
 
 CPU_BACKENDS = ["numpy", "numba"]
-BACKENDS = CPU_BACKENDS + [pytest.param("cupy", marks=pytest.mark.skipif(not cupy_available(),
-                                                                         reason="no CUDA GPU/CuPy"))]
+BACKENDS = CPU_BACKENDS + [
+    pytest.param("cupy", marks=pytest.mark.skipif(not cupy_available(), reason="no CUDA GPU/CuPy")),
+    pytest.param("cuda_host", marks=pytest.mark.skipif(cuda_host.compiler() is None, reason="no host C++ compiler"))]
 
 
 def model(backend="numpy", **overrides):
@@ -109,58 +110,27 @@ def test_kernel_matches_numpy_reference(backend):
 def test_cuda_kernel_compiles(tmp_path):
     """The CUDA source of the cupy backend compiles (CUDA dialect: block barriers, device isfinite)."""
     src = tmp_path / "swe.cu"
-    src.write_text(shallow_water._CUDA_SOURCE)
+    src.write_text(shallow_water.CUDA_SOURCE.read_text())
     run = subprocess.run(["nvcc", "-ptx", "-arch=sm_80", str(src), "-o", str(tmp_path / "swe.ptx")],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert ".entry swe_advance" in (tmp_path / "swe.ptx").read_text()
 
 
-HOST_PRELUDE = r"""
-#include <cmath>
-#include <cstddef>
-struct Index { unsigned x; };
-static Index threadIdx = {0}, blockDim = {1}, blockIdx = {0};
-#define __global__
-#define __syncthreads()
-#define __syncthreads_or(flag) (flag)
-using std::isfinite;
-"""
-HOST_DRIVER = r"""
-extern "C" void advance_all(double* state, double* flux, const double* fdt_u, const double* fdt_v,
-                            int K, int n, int n_steps, double H, double r, double gr, long long* bad)
-{
-    for (blockIdx.x = 0; blockIdx.x < (unsigned)K; ++blockIdx.x)
-        swe_advance(state, flux, fdt_u, fdt_v, n, n_steps, H, r, gr, bad);
-}
-"""
-
-
-@pytest.mark.skipif(shutil.which("g++") is None, reason="no host C++ compiler")
-def test_cuda_source_on_host_matches_numpy(tmp_path):
-    """The CUDA kernel compiled for the CPU with one thread per block (valid: within a phase no
-    thread reads what another writes) equals the NumPy reference bitwise and flags NaN steps."""
-    src, lib = tmp_path / "swe_host.cpp", tmp_path / "swe_host.so"
-    src.write_text(HOST_PRELUDE + shallow_water._CUDA_SOURCE + HOST_DRIVER)
-    run = subprocess.run(["g++", "-O2", "-ffp-contract=off", "-shared", "-fPIC", str(src), "-o", str(lib)],
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    advance_all = ctypes.CDLL(str(lib)).advance_all
-    array = np.ctypeslib.ndpointer(np.float64, flags="C")
-    advance_all.argtypes = [array] * 4 + [ctypes.c_int] * 3 + [ctypes.c_double] * 3 + [
-        np.ctypeslib.ndpointer(np.int64, flags="C")]
-
+@pytest.mark.skipif(cuda_host.compiler() is None, reason="no host C++ compiler")
+@pytest.mark.parametrize("threads", [1, 37, shallow_water.CUDA_THREADS])
+def test_cuda_source_on_host_matches_numpy_at_any_block_size(threads):
+    """swe_advance.cu run by host emulation (a block's threads as host threads, real barriers)
+    equals the NumPy reference bitwise for any block size, and flags the step of a NaN."""
     m = model(bump_height=20.0, f0=5e-4, beta=1e-10)
     state, params = bumps(m, 3, seed=1)
-    coef = (m.cfg.depth, m.dt / m.dx, m.cfg.g * m.dt / m.dx)
-    expected = shallow_water._advance_numpy(state, 300, *coef, m._fdt_u, m._fdt_v)[0]
-    flux, bad = np.zeros((3, 2, 32, 32)), np.full(3, -1, dtype=np.int64)
-    advance_all(state, flux, m._fdt_u, m._fdt_v, 3, 32, 300, *coef, bad)
-    np.testing.assert_array_equal(state, expected)
+    coef = (m.cfg.depth, m.dt / m.dx, m.cfg.g * m.dt / m.dx, m._fdt_u, m._fdt_v)
+    expected = shallow_water._advance_numpy(state, 100, *coef)[0]
+    got, bad = shallow_water._advance_cuda_host(state, 100, *coef, threads=threads)
+    np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(bad, [0, 0, 0])
     state[2, 2, 20, 3] = np.nan
-    advance_all(state, flux, m._fdt_u, m._fdt_v, 3, 32, 5, *coef, bad)
-    np.testing.assert_array_equal(bad, [0, 0, 1])
+    np.testing.assert_array_equal(shallow_water._advance_cuda_host(state, 5, *coef, threads=threads)[1], [0, 0, 1])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -255,7 +225,7 @@ def test_paper_time_step():
     ("cfl", 0.0, "swe.cfl must be in"),
     ("bump_width", 3.0e5, "too wide for the basin"),
     ("bump_height", -150.0, "depth H \\+ eta negative"),
-    ("backend", "fortran", "unknown swe.backend 'fortran'; choose one of numpy, numba, cupy"),
+    ("backend", "fortran", "unknown swe.backend 'fortran'; choose one of numpy, numba, cupy, cuda_host"),
 ])
 def test_invalid_config_is_named(field, value, message):
     with pytest.raises(ConfigError, match=message):

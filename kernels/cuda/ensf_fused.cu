@@ -18,8 +18,8 @@
 //
 // ensf_fused_d<D> handles d <= D (state kept in registers) and draws the samples of members
 // first .. first + n_rows - 1 (all K keys enter the mixture score); launch ceil(n_rows /
-// ENSF_THREADS) blocks of ENSF_THREADS threads; out holds n_rows rows. The helpers are __host__ __device__ so that a test can
-// run them on a CPU (defining ENSF_HELPERS_ONLY leaves the kernels out of such a build).
+// ENSF_THREADS) blocks of ENSF_THREADS threads; out holds n_rows rows. CI runs this file on
+// the CPU through kernels/cuda/host/cuda_host.h (host threads per block, barriers, shared tiles).
 // No #include: the file compiles with nvcc and NVRTC alike.
 
 #define ENSF_THREADS 128
@@ -121,7 +121,6 @@ __host__ __device__ inline void euler_step(float x[D], const float mean[D], cons
     }
 }
 
-#ifndef ENSF_HELPERS_ONLY
 template <int D>
 __device__ inline void ensf_fused(const float *__restrict__ prior, int K, int d, const float *__restrict__ obs,
                                   const float *__restrict__ inv_var, const float *__restrict__ table, int n_steps,
@@ -191,4 +190,3 @@ ENSF_KERNEL(8)
 ENSF_KERNEL(12)
 ENSF_KERNEL(16)
 ENSF_KERNEL(32)
-#endif  // ENSF_HELPERS_ONLY

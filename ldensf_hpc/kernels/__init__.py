@@ -21,7 +21,9 @@ Backends, chosen by name from :data:`BACKENDS`:
 - ``reference``: torch; the mixture score as dot-product attention (ground truth; two BLAS
   products per step, the right backend for large ``d``: full-space EnSF);
 - ``numba``: fused CPU kernel, one member per ``prange`` iteration, online softmax (latent ``d``);
-- ``cuda``: CUDA C kernel ``kernels/cuda/ensf_fused.cu`` through CuPy, one thread per member (d <= 32).
+- ``cuda``: CUDA C kernel ``kernels/cuda/ensf_fused.cu`` through CuPy, one thread per member (d <= 32);
+- ``cuda_host``: the same CUDA C and launch executed on the CPU by host emulation
+  (:mod:`ldensf_hpc.cuda_host`; a C++20 compiler, slow: for tests without a GPU).
 
 ``rows`` draws only the samples of those members (all ``K`` members enter the score): an MPI
 rank draws its own block, and the blocks of all ranks equal the one-process analysis.
@@ -45,6 +47,7 @@ BACKENDS = Registry("EnSF kernel backend", {
     "reference": "ldensf_hpc.kernels.reference:analysis",
     "numba": "ldensf_hpc.kernels.cpu:analysis",
     "cuda": "ldensf_hpc.kernels.cuda:analysis",
+    "cuda_host": "ldensf_hpc.kernels.cuda:host_analysis",
 }, error=BackendError)
 """Backend name -> ``analysis(prior, obs, inv_var, table, noise, seed, mixture, clip, rows)``."""
 

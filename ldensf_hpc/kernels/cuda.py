@@ -3,16 +3,19 @@
 The module is loaded on first use, never at import: a prebuilt fatbin, else PTX, from the
 cmake build (``cmake -S cmake -B build/cuda && cmake --build build/cuda``; directory
 overridable with ``LDENSF_CUDA_BUILD``), else the same source compiled by NVRTC. One thread
-per member, float32; d <= 32.
+per member, float32; d <= 32. :func:`host_analysis` runs the same kernel and launch on the CPU
+(:mod:`ldensf_hpc.cuda_host`), which is how CI executes it.
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 from pathlib import Path
 
 import numpy as np
 
+from .. import cuda_host
 from ..backend import BackendError, cupy_available
 from ..errors import InputError
 
@@ -48,6 +51,25 @@ def load_module():
     return cupy.RawModule(code=SOURCE.read_text(), options=("--std=c++17",)), "nvrtc"
 
 
+def _arguments(xp, prior, obs, inv_var, table, noise, seed, mixture, clip, rows):
+    """(width, blocks, arguments of ``ensf_fused_d<width>`` in order, output array) on array module ``xp``."""
+    K, d = prior.shape
+    if d > STATE_WIDTHS[-1]:
+        raise InputError(f"the cuda EnSF kernel supports state dimension d <= {STATE_WIDTHS[-1]}, got {d}")
+    width = next(w for w in STATE_WIDTHS if w >= d)
+
+    def f32(array):
+        return xp.ascontiguousarray(xp.asarray(array, dtype=xp.float32))
+
+    n_rows = rows.stop - rows.start
+    out = xp.empty((n_rows, d), xp.float32)
+    noise_arg = f32(noise) if noise is not None else xp.empty(1, xp.float32)
+    arguments = (f32(prior), np.int32(K), np.int32(d), f32(obs), f32(inv_var), f32(table), np.int32(table.shape[0]),
+                 np.int32(mixture), np.float32(clip or 0.0), noise_arg, np.int32(noise is not None),
+                 np.uint64(seed), np.int32(rows.start), np.int32(n_rows), out)
+    return width, (n_rows + THREADS - 1) // THREADS, arguments, out
+
+
 def analysis(prior, obs, inv_var, table, noise, seed, mixture, clip, rows):
     """CUDA EnSF analysis (arguments as prepared by :func:`ldensf_hpc.kernels.ensf_update`).
 
@@ -57,21 +79,24 @@ def analysis(prior, obs, inv_var, table, noise, seed, mixture, clip, rows):
         raise BackendError("the cuda EnSF kernel needs CuPy and a CUDA GPU; use backend='numba' or 'reference'")
     import cupy as cp
 
-    K, d = prior.shape
-    if d > STATE_WIDTHS[-1]:
-        raise InputError(f"the cuda EnSF kernel supports state dimension d <= {STATE_WIDTHS[-1]}, got {d}")
-    width = next(w for w in STATE_WIDTHS if w >= d)
-    kernel = load_module()[0].get_function(f"ensf_fused_d{width}")
-    on_device = isinstance(prior, cp.ndarray)
+    width, blocks, arguments, out = _arguments(cp, prior, obs, inv_var, table, noise, seed, mixture, clip, rows)
+    load_module()[0].get_function(f"ensf_fused_d{width}")((blocks,), (THREADS,), arguments)
+    return out if isinstance(prior, cp.ndarray) else cp.asnumpy(out)
 
-    def f32(array):
-        return cp.ascontiguousarray(cp.asarray(array, dtype=cp.float32))
 
-    noise_arg = f32(noise) if noise is not None else cp.empty(1, cp.float32)
-    n_rows = rows.stop - rows.start
-    out = cp.empty((n_rows, d), cp.float32)
-    kernel(((n_rows + THREADS - 1) // THREADS,), (THREADS,),
-           (f32(prior), np.int32(K), np.int32(d), f32(obs), f32(inv_var), f32(table), np.int32(table.shape[0]),
-            np.int32(mixture), np.float32(clip or 0.0), noise_arg, np.int32(noise is not None), np.uint64(seed),
-            np.int32(rows.start), np.int32(n_rows), out))
-    return out if on_device else cp.asnumpy(out)
+def host_analysis(prior, obs, inv_var, table, noise, seed, mixture, clip, rows):
+    """The same kernel and launch run on the CPU by host emulation (:mod:`ldensf_hpc.cuda_host`; for tests, slow).
+
+    Returns a float32 NumPy array.
+    """
+    width, blocks, arguments, out = _arguments(np, prior, obs, inv_var, table, noise, seed, mixture, clip, rows)
+    launch = cuda_host.library("ensf_fused").ensf_fused_launch
+    launch.restype = ctypes.c_int
+    launch.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint] + [_CTYPES[type(a)] for a in arguments]
+    if launch(width, blocks, THREADS, *(a.item() if isinstance(a, np.generic) else a for a in arguments)) != 0:
+        raise BackendError(f"the host build of ensf_fused.cu has no kernel of width {width}")
+    return out
+
+
+_CTYPES = {np.ndarray: np.ctypeslib.ndpointer(flags="C_CONTIGUOUS"), np.int32: ctypes.c_int,
+           np.float32: ctypes.c_float, np.uint64: ctypes.c_ulonglong}

@@ -30,18 +30,22 @@ sqrt(g (H + max eta)) dt / dx <= 1/sqrt(2) (the 2-D forward-backward limit).
 
 Backends (``cfg.backend``): "numpy" (readable reference, vectorised over K),
 "numba" (one member through all steps per thread, state kept in cache),
-"cupy" (one CUDA block per member, all steps in one launch). All three use the
-same expressions in the same order, so they agree to round-off.
+"cupy" (one CUDA block per member, all steps in one launch: ``kernels/cuda/swe_advance.cu``),
+"cuda_host" (that CUDA source and launch run on the CPU by host emulation, for tests).
+All use the same expressions in the same order, so they agree to round-off.
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from numba import njit, prange
 
+from .. import cuda_host
 from ..backend import array_module, cupy_available
 from ..errors import BackendError, ConfigError, InputError, SolverError
 
@@ -61,7 +65,7 @@ class SWEConfig:
     save_every: int = 5  # steps between stored frames
     bump_width: float = 5.0e4  # Gaussian bump sigma [m]
     bump_height: float = 1.0  # Gaussian bump amplitude [m]
-    backend: str = "numba"  # numpy | numba | cupy
+    backend: str = "numba"  # numpy | numba | cupy | cuda_host (CPU emulation of the CUDA kernel)
 
 CFL_LIMIT = 1.0 / math.sqrt(2.0)  # forward-backward gravity waves on a 2-D C grid
 
@@ -178,89 +182,52 @@ def _advance_numba(state, n_steps, H, r, gr, fdt_u, fdt_v):
 
 
 # --------------------------------------------------------------------------- CUDA kernel
-_CUDA_SOURCE = r"""
-extern "C" __global__ void swe_advance(double* state, double* flux, const double* fdt_u,
-                                       const double* fdt_v, const int n, const int n_steps,
-                                       const double H, const double r, const double gr,
-                                       long long* bad)
-{
-    // One block per member, all steps in one launch; the same expressions as the numba
-    // kernel, in the same order. Within a phase no thread reads a value that another thread
-    // writes, so the barriers between phases are the only synchronisation needed (and one
-    // thread per block gives the same result).
-    const int nn = n * n;
-    double* eta = state + (size_t)blockIdx.x * 3 * nn;
-    double* u = eta + nn;
-    double* v = u + nn;
-    double* fx = flux + (size_t)blockIdx.x * 2 * nn;  // east face of cell c (0 on the wall)
-    double* fy = fx + nn;                               // north face of cell c (0 on the wall)
-    if (threadIdx.x == 0) bad[blockIdx.x] = 0;
-    for (int step = 1; step <= n_steps; ++step) {
-        int nonfinite = 0;
-        for (int c = threadIdx.x; c < nn; c += blockDim.x) {
-            const int j = c / n, i = c % n;
-            const double ue = u[c], vn = v[c];
-            fx[c] = (i < n - 1) ? ue * (H + (ue > 0.0 ? eta[c] : eta[c + 1])) : 0.0;
-            fy[c] = (j < n - 1) ? vn * (H + (vn > 0.0 ? eta[c] : eta[c + n])) : 0.0;
-        }
-        __syncthreads();
-        for (int c = threadIdx.x; c < nn; c += blockDim.x) {
-            const int j = c / n, i = c % n;
-            const double fx_west = (i > 0) ? fx[c - 1] : 0.0;
-            const double fy_south = (j > 0) ? fy[c - n] : 0.0;
-            eta[c] = eta[c] - r * ((fx[c] - fx_west) + (fy[c] - fy_south));
-            nonfinite |= !isfinite(eta[c]);
-        }
-        __syncthreads();
-        for (int c = threadIdx.x; c < nn; c += blockDim.x) {
-            const int j = c / n, i = c % n;
-            if (i == n - 1) continue;
-            double v_sum = v[c] + v[c + 1];
-            if (j > 0) v_sum = v_sum + (v[c - n] + v[c - n + 1]);
-            u[c] = u[c] - gr * (eta[c + 1] - eta[c]) + fdt_u[j] * (0.25 * v_sum);
-            nonfinite |= !isfinite(u[c]);
-        }
-        __syncthreads();
-        for (int c = threadIdx.x; c < nn; c += blockDim.x) {
-            const int j = c / n, i = c % n;
-            if (j == n - 1) continue;
-            const double u_sum = (i > 0) ? (u[c] + u[c - 1]) + (u[c + n] + u[c + n - 1])
-                                         : u[c] + u[c + n];
-            v[c] = v[c] - gr * (eta[c + n] - eta[c]) - fdt_v[j] * (0.25 * u_sum);
-            nonfinite |= !isfinite(v[c]);
-        }
-        if (__syncthreads_or(nonfinite)) {
-            if (threadIdx.x == 0) bad[blockIdx.x] = step;
-            return;
-        }
-    }
-}
-"""
-_CUDA_THREADS = 512
+CUDA_SOURCE = Path(__file__).resolve().parents[2] / "kernels" / "cuda" / "swe_advance.cu"
+CUDA_THREADS = 512
+"""Threads per block (one block per member) of ``swe_advance``; any count gives the same result."""
 
 
 @functools.cache
 def _cuda_kernel():
     import cupy
 
-    return cupy.RawKernel(_CUDA_SOURCE, "swe_advance", options=("--fmad=false",))  # no FMA: round like numpy
+    return cupy.RawKernel(CUDA_SOURCE.read_text(), "swe_advance", options=("--fmad=false",))  # round like numpy
 
 
-def _advance_cupy(state, n_steps, H, r, gr, fdt_u, fdt_v):
+def _cuda_arguments(xp, state, n_steps, H, r, gr, fdt_u, fdt_v):
+    """(state copy, bad, the arguments of ``swe_advance`` in order) on array module ``xp``."""
+    state = xp.array(state, dtype=xp.float64, order="C")  # a C-contiguous copy, stepped in place
+    K, _, n, _ = state.shape
+    bad = xp.zeros(K, dtype=xp.int64)  # set by the kernel
+    return state, bad, (state, xp.empty((K, 2, n, n)), xp.asarray(fdt_u, dtype=xp.float64),
+                        xp.asarray(fdt_v, dtype=xp.float64), np.int32(n), np.int32(n_steps), np.float64(H),
+                        np.float64(r), np.float64(gr), bad)
+
+
+def _advance_cupy(state, n_steps, H, r, gr, fdt_u, fdt_v, threads=CUDA_THREADS):
     import cupy
 
-    state = cupy.array(state, dtype=cupy.float64)  # a C-contiguous device copy
-    K, _, n, _ = state.shape
-    flux = cupy.empty((K, 2, n, n))
-    bad = cupy.empty(K, dtype=cupy.int64)  # set by the kernel
-    args = (state, flux, cupy.asarray(fdt_u), cupy.asarray(fdt_v), np.int32(n), np.int32(n_steps),
-            np.float64(H), np.float64(r), np.float64(gr), bad)
-    if K > 0:
-        _cuda_kernel()((K,), (_CUDA_THREADS,), args)
+    state, bad, arguments = _cuda_arguments(cupy, state, n_steps, H, r, gr, fdt_u, fdt_v)
+    if len(state):
+        _cuda_kernel()((len(state),), (threads,), arguments)
     return state, bad.get()
 
 
-BACKENDS = {"numpy": _advance_numpy, "numba": _advance_numba, "cupy": _advance_cupy}
+def _advance_cuda_host(state, n_steps, H, r, gr, fdt_u, fdt_v, threads=CUDA_THREADS):
+    """The CUDA kernel and launch run on the CPU by host emulation (:mod:`ldensf_hpc.cuda_host`)."""
+    state, bad, arguments = _cuda_arguments(np, state, n_steps, H, r, gr, fdt_u, fdt_v)
+    launch = cuda_host.library("swe_advance").swe_advance_launch
+    pointer = {np.float64: np.ctypeslib.ndpointer(np.float64, flags="C_CONTIGUOUS"),
+               np.int64: np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")}
+    launch.argtypes = [ctypes.c_uint, ctypes.c_uint] + [
+        pointer[a.dtype.type] if isinstance(a, np.ndarray) else {np.int32: ctypes.c_int}.get(type(a), ctypes.c_double)
+        for a in arguments]
+    if len(state):
+        launch(len(state), threads, *(a.item() if isinstance(a, np.generic) else a for a in arguments))
+    return state, bad
+
+
+BACKENDS = {"numpy": _advance_numpy, "numba": _advance_numba, "cupy": _advance_cupy, "cuda_host": _advance_cuda_host}
 
 
 # --------------------------------------------------------------------------- model
