@@ -1,4 +1,4 @@
-"""The package's CUDA C executed on the CPU (kernels/cuda/host/cuda_host.h), tested like the GPU path.
+"""The package's CUDA C executed on the CPU (kernels/cuda/host/cuda_host.h), tested as on a GPU.
 
 Each block's threads are host threads with real barriers, so tile edges, the shared-memory
 tiling, idle threads of the last block, the member offset of ``rows`` and the in-kernel Philox
@@ -10,9 +10,13 @@ import numpy as np
 import pytest
 
 from ldensf_hpc import cuda_host
+from ldensf_hpc.backend import cupy_available
 from ldensf_hpc.kernels import cuda, ensf_update, reference
 
-pytestmark = pytest.mark.skipif(cuda_host.compiler() is None, reason="needs a host C++20 compiler")
+HOST = pytest.mark.skipif(cuda_host.compiler() is None, reason="needs a host C++20 compiler")
+BACKENDS = [pytest.param("cuda_host", marks=HOST), pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not cupy_available(), reason="needs CuPy and a CUDA GPU")])]
+"""The CUDA kernel on the CPU, and on a device where there is one: one test, two executions."""
 
 N_STEPS = 25
 SCHEDULE = {"eps_alpha": 0.5, "eps_beta": 0.5}
@@ -48,10 +52,11 @@ def reference_of(prior, obs, std, **kwargs):
 @pytest.mark.parametrize("d", [1, 12, LARGEST])
 @pytest.mark.parametrize("mixture", [True, False])
 @pytest.mark.parametrize("clip", [None, CLIP])
-def test_cuda_kernel_on_host_matches_reference(K, d, mixture, clip):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cuda_kernel_matches_reference(backend, K, d, mixture, clip):
     prior, obs, std, noise = problem(K, d, seed=K + d)
     kwargs = {"mixture": mixture, "score_clip": clip, "noise": noise}
-    got = ensf_update(prior, obs, std, backend="cuda_host", **SCHEDULE, n_steps=N_STEPS, **kwargs)
+    got = ensf_update(prior, obs, std, backend=backend, **SCHEDULE, n_steps=N_STEPS, **kwargs)
     want = reference_of(prior, obs, std, **kwargs)
     assert got.dtype == np.float32 and got.shape == (K, d)
     assert close32(got, want), np.abs(got - want).max()
@@ -59,15 +64,17 @@ def test_cuda_kernel_on_host_matches_reference(K, d, mixture, clip):
 
 @pytest.mark.parametrize("K", [2, 20, 100, 257, 1000])
 @pytest.mark.parametrize("d", [1, 12, LARGEST])
-def test_in_kernel_philox_noise_is_the_reference_stream(K, d):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_in_kernel_philox_noise_is_the_reference_stream(backend, K, d):
     """Without a noise array the kernel draws reference.philox_normals(seed, step, K, d) itself."""
     prior, obs, std, _ = problem(K, d, seed=K * d)
     seed = 2**40 + 17 * K + d
     stream = np.stack([reference.philox_normals(seed, step, K, d) for step in range(N_STEPS + 1)])
-    got = ensf_update(prior, obs, std, backend="cuda_host", **SCHEDULE, n_steps=N_STEPS, seed=seed)
+    got = ensf_update(prior, obs, std, backend=backend, **SCHEDULE, n_steps=N_STEPS, seed=seed)
     assert close32(got, reference_of(prior, obs, std, noise=stream.astype(np.float32)))
 
 
+@HOST
 def test_clip_is_active_in_the_parity_problem():
     prior, obs, std, noise = problem(100, 12, seed=112)
     run = {"backend": "cuda_host", **SCHEDULE, "n_steps": N_STEPS, "noise": noise}
@@ -76,14 +83,16 @@ def test_clip_is_active_in_the_parity_problem():
 
 
 @pytest.mark.parametrize("rows", [slice(0, 1), slice(100, 257), slice(250, 257), slice(127, 129)])
-def test_rows_offset_draws_exactly_those_samples(rows):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rows_offset_draws_exactly_those_samples(backend, rows):
     """A block of members (an MPI rank's) equals those rows of the whole analysis, to the bit."""
     prior, obs, std, _ = problem(257, 12, seed=3)
-    run = {"backend": "cuda_host", **SCHEDULE, "n_steps": N_STEPS, "seed": 99}
+    run = {"backend": backend, **SCHEDULE, "n_steps": N_STEPS, "seed": 99}
     whole = ensf_update(prior, obs, std, **run)
     np.testing.assert_array_equal(ensf_update(prior, obs, std, rows=rows, **run), whole[rows])
 
 
+@HOST
 def test_repeated_launches_are_identical():
     """Host threads race where device threads would: a missing barrier would change the result."""
     prior, obs, std, _ = problem(300, 16, seed=4)
@@ -93,6 +102,7 @@ def test_repeated_launches_are_identical():
         np.testing.assert_array_equal(ensf_update(prior, obs, std, **run), first)
 
 
+@HOST
 def test_build_is_cached_by_content(tmp_path, monkeypatch):
     """A second process reuses the library; the digest names sources, compiler and flags."""
     monkeypatch.setenv("LDENSF_CUDA_HOST_BUILD", str(tmp_path))

@@ -285,6 +285,7 @@ def test_cmake_builds_fatbin_and_ptx(tmp_path):
     assert ".target sm_80" in ptx
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not GPU, reason="needs CuPy and a CUDA GPU")
 @pytest.mark.parametrize("K", [2, 7, 64, 300])
 @pytest.mark.parametrize("mixture, clip", [(True, None), (False, None), (True, 10.0)])
@@ -297,6 +298,7 @@ def test_cuda_matches_reference(K, mixture, clip):
     assert close32(seeded, ensf_update(prior, obs, obs_std, mixture=mixture, score_clip=clip, seed=5))
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not GPU, reason="needs CuPy and a CUDA GPU")
 def test_cuda_nvrtc_path_and_device_arrays(monkeypatch, tmp_path):
     import cupy as cp

@@ -154,6 +154,7 @@ def test_numpy_and_scipy_backends_agree():
     assert rel_err(out_sp, out_np) < 1e-12
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not cupy_available(), reason="needs CuPy and a CUDA GPU")
 def test_cupy_backend_matches_numpy():
     m_np, m_cp = model(backend="numpy"), model(backend="cupy")

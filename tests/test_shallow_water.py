@@ -16,7 +16,7 @@ from ldensf_hpc.models.shallow_water import ShallowWater, SWEConfig
 
 CPU_BACKENDS = ["numpy", "numba"]
 BACKENDS = CPU_BACKENDS + [
-    pytest.param("cupy", marks=pytest.mark.skipif(not cupy_available(), reason="no CUDA GPU/CuPy")),
+    pytest.param("cupy", marks=[pytest.mark.gpu, pytest.mark.skipif(not cupy_available(), reason="no CUDA GPU/CuPy")]),
     pytest.param("cuda_host", marks=pytest.mark.skipif(cuda_host.compiler() is None, reason="no host C++ compiler"))]
 
 
