@@ -37,6 +37,11 @@ Nothing in the package imports jax or DAPPER; they are the optional extra ``[pee
     pip install -e ".[peers]"
     python benchmarks/peers.py            # K = 8 and 100, 50 steps; 3 x 1400 cycles (~4 min)
     python benchmarks/peers.py --quick    # K = 8, 10 steps; 1 x 400 cycles (under a minute)
+    python benchmarks/peers.py --gpu      # part 1 on a GPU: ours (CuPy) vs jax-cfd on the same GPU
+
+With ``--gpu`` (``benchmarks/gpu_suite.sh``) only part 1 runs, ours with the "cupy" backend and
+jax-cfd on jax's GPU backend, both float64 (the H100 anchor, 77 000 member-steps/s, is jax-cfd
+in float32; target: ours >= 1x jax-cfd); without a GPU it says so and times nothing.
 
 Prints a Markdown table and writes ``benchmarks/results/peers_cpu.json`` (machine, load,
 package versions, precision, sizes, every figure).
@@ -49,6 +54,7 @@ import importlib.util
 import io
 import math
 import os
+import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 from types import SimpleNamespace
@@ -57,7 +63,7 @@ import numpy as np
 from common import RESULTS, describe, load_average, machine, markdown_table, timed, write_json
 
 from ldensf_hpc import cases
-from ldensf_hpc.backend import rng_for
+from ldensf_hpc.backend import cupy_available, rng_for, to_numpy
 from ldensf_hpc.cases import load_config
 from ldensf_hpc.filters.base import Observation
 from ldensf_hpc.filters.cycle import cycle
@@ -113,22 +119,33 @@ def jax_cfd_runner():
     return jax.jit(lambda w, n_steps: jax.lax.fori_loop(0, n_steps, lambda _, v: step(v), w))
 
 
-def kolmogorov_rows(K: int, steps: int) -> tuple[list[dict], dict]:
-    """Member-steps per second of ours (numpy, scipy) and jax-cfd, and their agreement."""
+def kolmogorov_rows(K: int, steps: int, backends=("numpy", "scipy")) -> tuple[list[dict], dict]:
+    """Member-steps per second of ours (each of ``backends``) and jax-cfd, and their agreement."""
     import jax.numpy as jnp
 
-    ours = {backend: kolmogorov_model(backend) for backend in ("numpy", "scipy")}
+    ours = {backend: kolmogorov_model(backend) for backend in backends}
     params = np.full((K, 1), RE)
-    w0 = ours["numpy"].initial_state(params, rng_for(0, K))
+    w0 = kolmogorov_model("numpy").initial_state(params, rng_for(0, K))
     omega0 = np.fft.irfft2(w0, s=(GRID, GRID))  # (K, iy, ix)
 
     rows, finals = [], {}
     for backend, model in ours.items():
-        model.step(w0, params, 1)  # FFT plans, caches
-        w, seconds, cpu = timed(lambda model=model: model.step(w0, params, steps))
-        finals[backend] = np.fft.irfft2(w, s=(GRID, GRID))
+        xp = model.fft.xp
+        w_in = xp.asarray(w0)
+        synchronize = xp.cuda.Device().synchronize if backend == "cupy" else (lambda: None)
+
+        def run(model=model, w_in=w_in, synchronize=synchronize):
+            w = model.step(w_in, params, steps)
+            synchronize()
+            return w
+
+        model.step(w_in, params, 1)  # FFT plans, caches, kernels
+        synchronize()
+        w, seconds, cpu = timed(run)
+        finals[backend] = np.fft.irfft2(to_numpy(w), s=(GRID, GRID))
         workers = os.cpu_count() if backend == "scipy" else 1
-        rows.append({"code": "ours", "variant": f"{backend} FFT ({workers} thread{'s' * (workers > 1)})",
+        device = "GPU" if backend == "cupy" else f"{workers} thread{'s' * (workers > 1)}"
+        rows.append({"code": "ours", "variant": f"{backend} FFT ({device})",
                      "K": K, "steps": steps, "seconds": seconds, "cpu_seconds": cpu,
                      "member_steps_per_s": K * steps / seconds})
 
@@ -138,15 +155,19 @@ def kolmogorov_rows(K: int, steps: int) -> tuple[list[dict], dict]:
     compiled(w0_jax, 1).block_until_ready()  # warm-up
     w, seconds, cpu = timed(lambda: compiled(w0_jax, steps).block_until_ready())
     finals["jax-cfd"] = np.asarray(jnp.fft.irfft2(w, s=(GRID, GRID))).transpose(0, 2, 1)
-    rows.append({"code": "jax-cfd", "variant": "ForcedNavierStokes2D + crank_nicolson_rk4, vmap + jit",
+    import jax
+
+    rows.append({"code": "jax-cfd", "variant": f"ForcedNavierStokes2D + crank_nicolson_rk4, vmap + jit "
+                                               f"({jax.default_backend()})",
                  "K": K, "steps": steps, "seconds": seconds, "cpu_seconds": cpu,
                  "member_steps_per_s": K * steps / seconds, "compile_seconds": compile_seconds})
 
     ref = finals["jax-cfd"]
     agreement = {"K": K, "steps": steps, "time": steps * DT,
                  "relative_change_of_omega": float(np.linalg.norm(ref - omega0) / np.linalg.norm(omega0)),
-                 "numpy_vs_scipy": float(np.linalg.norm(finals["scipy"] - finals["numpy"]) / np.linalg.norm(ref)),
-                 "ours_vs_jax_cfd": float(np.linalg.norm(finals["numpy"] - ref) / np.linalg.norm(ref))}
+                 "numpy_vs_scipy": (float(np.linalg.norm(finals["scipy"] - finals["numpy"]) / np.linalg.norm(ref))
+                                    if {"numpy", "scipy"} <= set(finals) else None),
+                 "ours_vs_jax_cfd": float(np.linalg.norm(finals[backends[0]] - ref) / np.linalg.norm(ref))}
     return rows, agreement
 
 
@@ -258,7 +279,12 @@ def print_table(result: dict) -> None:
         what = (f"Kolmogorov rel. L2 difference of ω after {agree['steps']} steps (ω itself changed by "
                 f"{agree['relative_change_of_omega']:.2f}); ours: numpy vs scipy, peer: ours vs jax-cfd")
         rows.append([what, f"K={K}", agree["numpy_vs_scipy"], agree["ours_vs_jax_cfd"], None, None])
+    print(f"Ours vs peers, float64 — {describe(result['machine'])} (at the end; at the start "
+          f"{result['load_before']})\n")
     lr = result["lorenz96"]
+    if lr is None:  # --gpu: part 1 only
+        print(markdown_table(["comparison", "size", "ours", "peer", "ours / peer", "ours / peer by CPU s"], rows))
+        return
     ours, peer = lr["ours"], lr["dapper"]
     size = f"N={lr['members']}, {lr['repeats']}×({lr['spinup']}+{lr['cycles']}) cycles"
     rows += [["Lorenz-96 LETKF cycles/s (whole cycle) vs DAPPER", size, ours["cycles_per_s"], peer["cycles_per_s"],
@@ -268,8 +294,6 @@ def print_table(result: dict) -> None:
              ["Lorenz-96 analysis RMSE after the spin-up", size, ours["rmse"], peer["rmse"], lr["rmse_ratio"], None],
              ["Lorenz-96: max abs difference of one RK4 step of ours from DAPPER's truth", size,
               max(r["max_abs_step_difference_to_dapper_truth"] for r in ours["runs"]), None, None, None]]
-    print(f"Ours vs peers, float64 — {describe(result['machine'])} (at the end; at the start "
-          f"{result['load_before']})\n")
     print(markdown_table(["comparison", "size", "ours", "peer", "ours / peer", "ours / peer by CPU s"], rows))
     s = lr["settings"]
     print(f"\nLETKF settings: DAPPER loc_rad={s['dapper']['loc_rad']:g}, infl={s['dapper']['infl']:g}, rot=True, "
@@ -291,11 +315,23 @@ def main(argv=None) -> dict:
     ap.add_argument("--infl", type=float, default=1.02, help="DAPPER LETKF infl (on anomalies)")
     ap.add_argument("--radius", type=float, default=None, help="our LETKF radius (default 1.82 loc_rad)")
     ap.add_argument("--inflation", type=float, default=None, help="our LETKF inflation (default infl^2)")
-    ap.add_argument("--out", default=str(RESULTS / "peers_cpu.json"), help="JSON path")
+    ap.add_argument("--gpu", action="store_true", help="Kolmogorov only, ours (CuPy) and jax-cfd on the GPU")
+    ap.add_argument("--out", default=None, help="JSON path (default results/peers_cpu.json, peers_gpu.json)")
     args = ap.parse_args(argv)
-    missing = [name for name in ("jax", "jax_cfd", "dapper") if importlib.util.find_spec(name) is None]
+    out = args.out or str(RESULTS / ("peers_gpu.json" if args.gpu else "peers_cpu.json"))
+    needed = ("jax", "jax_cfd") if args.gpu else ("jax", "jax_cfd", "dapper")
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
         raise SystemExit(f"benchmarks/peers.py needs {', '.join(missing)}: pip install -e \".[peers]\"")
+    if args.gpu:
+        import jax
+
+        reason = ("no CUDA GPU (CuPy)" if not cupy_available() else
+                  None if jax.default_backend() == "gpu" else f"jax runs on {jax.default_backend()}, not a GPU")
+        if reason:
+            print(f"{reason}: nothing timed")
+            return {"machine": peer_machine(), "skipped": reason, "path": write_json(out, {
+                "machine": peer_machine(), "command": "python benchmarks/peers.py --gpu", "skipped": reason})}
     members = args.members or ([8] if args.quick else [8, 100])
     steps = args.steps or (10 if args.quick else 50)
     spinup = args.spinup or (100 if args.quick else 400)
@@ -307,14 +343,16 @@ def main(argv=None) -> dict:
     load_before = load_average()
     kolmogorov = {"grid": GRID, "dt": DT, "Re": RE, "drag": DRAG, "forcing_wavenumber": FORCING_K,
                   "precision": "float64", "rows": {}, "agreement": {}, "load": {}}
+    backends = ("cupy",) if args.gpu else ("numpy", "scipy")
     for K in members:
-        kolmogorov["rows"][K], kolmogorov["agreement"][K] = kolmogorov_rows(K, steps)
+        kolmogorov["rows"][K], kolmogorov["agreement"][K] = kolmogorov_rows(K, steps, backends)
         kolmogorov["load"][K] = load_average()
-    lorenz96 = lorenz96_rows(spinup, cycles, repeats, args.loc_rad, args.infl, radius, inflation)
-    result = {"machine": peer_machine(), "precision": "float64", "load_before": load_before,
+    lorenz96 = None if args.gpu else lorenz96_rows(spinup, cycles, repeats, args.loc_rad, args.infl, radius, inflation)
+    result = {"machine": peer_machine(), "command": "python benchmarks/peers.py " + " ".join(argv or sys.argv[1:]),
+              "precision": "float64", "load_before": load_before,
               "load_after": load_average(), "quick": args.quick, "kolmogorov": kolmogorov, "lorenz96": lorenz96}
     print_table(result)
-    print(f"wrote {write_json(args.out, result)}")
+    print(f"wrote {write_json(out, result)}")
     return result
 
 

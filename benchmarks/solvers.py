@@ -9,12 +9,16 @@
 
 Prints a Markdown table and writes JSON (machine, versions, load, every timing)::
 
-    python benchmarks/solvers.py            # full CPU run (about a minute on 2 cores)
-    python benchmarks/solvers.py --quick    # same grids, fewer members/steps (seconds)
+    python benchmarks/solvers.py              # full CPU run (about a minute on 2 cores)
+    python benchmarks/solvers.py --quick      # same grids, fewer members/steps (seconds)
+    python benchmarks/solvers.py --gpu-only   # the CuPy rows alone (benchmarks/gpu_suite.sh)
+
+GPU target (issue): SWE K = 100 x 2000 steps at 150^2 in <= 0.1 s (a batched torch port: 0.76 s on an H100).
 """
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 from common import RESULTS, describe, load_average, machine, markdown_table, timed, write_json
@@ -26,6 +30,7 @@ from ldensf_hpc.cases import load_config
 PAPER_K = 100
 PAPER_TD = {"swe": 100.95, "kolmogorov": 10829.09}  # seconds, AMD EPYC 7543 (Table 1)
 PAPER_STEPS = {"swe": 2000, "kolmogorov": 300}  # solver steps / frames of one trajectory
+GPU_TARGET_SWE_S = 0.1  # K = 100 x 2000 steps at 150^2
 
 
 def synchronize(backend: str) -> None:
@@ -83,21 +88,29 @@ def row(case, backend, K, steps, seconds, cpu_seconds, unit="steps"):
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer members/steps on the same grids (seconds)")
+    ap.add_argument("--gpu-only", action="store_true", help="only the CuPy rows (none without a GPU)")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/solvers_cpu.json, "
                                                 "solvers_gpu.json when a GPU is used)")
     args = ap.parse_args(argv)
     gpu = cupy_available()
+    if args.gpu_only and not gpu:
+        print("no CUDA GPU (CuPy): no GPU rows")
+        result = {"machine": machine(), "command": "python benchmarks/solvers.py " + " ".join(argv or sys.argv[1:]),
+                  "rows": [], "skipped": "no CUDA GPU (CuPy)"}
+        print(f"wrote {write_json(args.out or RESULTS / 'solvers_gpu.json', result)}")
+        return result
     out = args.out or RESULTS / ("solvers_gpu.json" if gpu else "solvers_cpu.json")
     load_before = load_average()
 
     swe_numba = (10, 100) if args.quick else (PAPER_K, PAPER_STEPS["swe"])
     swe_numpy = (4, 20) if args.quick else (10, 100)
     kol_K, kol_frames = (2, 1) if args.quick else (8, 3)
-    rows = [row("swe", "numpy", *swe_numpy, *time_swe("numpy", *swe_numpy)),
-            row("swe", "numba", *swe_numba, *time_swe("numba", *swe_numba))]
-    if gpu:
-        rows.append(row("swe", "cupy", *swe_numba, *time_swe("cupy", *swe_numba)))
-    for backend in ["numpy", "scipy"] + (["cupy"] if gpu else []):
+    cpu_backends = {"swe": [] if args.gpu_only else ["numpy", "numba"],
+                    "kolmogorov": [] if args.gpu_only else ["numpy", "scipy"]}
+    sizes = {"numpy": swe_numpy, "numba": swe_numba, "cupy": swe_numba}
+    rows = [row("swe", backend, *sizes[backend], *time_swe(backend, *sizes[backend]))
+            for backend in cpu_backends["swe"] + (["cupy"] if gpu else [])]
+    for backend in cpu_backends["kolmogorov"] + (["cupy"] if gpu else []):
         seconds, cpu_seconds, spf = time_kolmogorov(backend, kol_K, kol_frames)
         r = row("kolmogorov", backend, kol_K, kol_frames, seconds, cpu_seconds, unit="frames")
         r["steps_per_frame"], r["frames_per_second"] = spf, kol_frames / seconds
@@ -105,11 +118,18 @@ def main(argv=None) -> dict:
 
     def ratio(case, fast, slow):
         by = {r["backend"]: r["full_K100_seconds"] for r in rows if r["case"] == case}
-        return by[slow] / by[fast]
+        return by[slow] / by[fast] if fast in by and slow in by else None
 
-    result = {"machine": machine(), "load_before": load_before, "load_after": load_average(), "quick": args.quick,
+    result = {"machine": machine(), "command": "python benchmarks/solvers.py " + " ".join(argv or sys.argv[1:]),
+              "load_before": load_before, "load_after": load_average(), "quick": args.quick,
               "grid": 150, "rows": rows, "swe_numba_speedup_over_numpy": ratio("swe", "numba", "numpy"),
-              "kolmogorov_scipy_speedup_over_numpy": ratio("kolmogorov", "scipy", "numpy")}
+              "kolmogorov_scipy_speedup_over_numpy": ratio("kolmogorov", "scipy", "numpy"),
+              "kolmogorov_cupy_speedup_over_scipy": ratio("kolmogorov", "cupy", "scipy"),
+              "swe_cupy_speedup_over_numba": ratio("swe", "cupy", "numba")}
+    swe_gpu = [r for r in rows if r["case"] == "swe" and r["backend"] == "cupy"]
+    if swe_gpu:
+        result["gpu_target_swe_s"] = GPU_TARGET_SWE_S
+        result["gpu_target_swe_met"] = bool(swe_gpu[0]["full_K100_seconds"] <= GPU_TARGET_SWE_S)
 
     print(f"Truth solvers, 150 x 150 grids — {describe(result['machine'])}; "
           f"load {load_before} -> {result['load_after']}\n")
@@ -124,9 +144,15 @@ def main(argv=None) -> dict:
                       f"{r['paper_T_d']:g}", f"{r['paper_over_ours']:.3g}"])
     print(markdown_table(["case", "backend", "measured", "wall s", "CPU s", "K=100 full trajectory [s]",
                           "paper T_d [s]", "paper / ours"], cells))
-    print(f"\nSWE numba / numpy speed-up: {result['swe_numba_speedup_over_numpy']:.1f}x; "
-          f"Kolmogorov scipy / numpy: {result['kolmogorov_scipy_speedup_over_numpy']:.2f}x. "
-          "Extrapolated rows are linear in K and steps/frames (the solvers' cost is).")
+    ratios = [f"{what}: {result[key]:.3g}x" for what, key in (
+        ("SWE numba / numpy", "swe_numba_speedup_over_numpy"), ("SWE cupy / numba", "swe_cupy_speedup_over_numba"),
+        ("Kolmogorov scipy / numpy", "kolmogorov_scipy_speedup_over_numpy"),
+        ("Kolmogorov cupy / scipy", "kolmogorov_cupy_speedup_over_scipy")) if result[key] is not None]
+    print("\nSpeed-ups: " + "; ".join(ratios) + ". Extrapolated rows are linear in K and steps/frames "
+          "(the solvers' cost is).")
+    if swe_gpu:
+        print(f"GPU target SWE K=100 x 2000 steps <= {GPU_TARGET_SWE_S} s: "
+              f"{swe_gpu[0]['full_K100_seconds']:.3g} s, {'met' if result['gpu_target_swe_met'] else 'missed'}.")
     print(f"wrote {write_json(out, result)}")
     return result
 

@@ -131,3 +131,25 @@ def test_moving_sensors_quick(tmp_path):
     rows = record["methods"]
     assert set(rows) == {"LSTM, grid", "set, grid", "set, moving", "LSTM, moving"}
     assert all(positive(r["full_rel_rmse_last"]) for r in rows.values())
+
+
+def test_gpu_suite_rehearses_without_a_gpu(tmp_path):
+    """benchmarks/gpu_suite.sh runs every part on a machine without a GPU, each saying what it
+    skipped, and ends with the summary table and gpu_suite.json (at most 8 files: the device limit)."""
+    from ldensf_hpc.backend import cupy_available
+
+    if cupy_available():
+        pytest.skip("a GPU is present: the suite would time it (run it by hand)")
+    done = subprocess.run(["bash", str(BENCH / "gpu_suite.sh")], cwd=BENCH.parent, capture_output=True, text=True,
+                          timeout=600, env={**__import__("os").environ, "OUT": str(tmp_path), "PYTHON": sys.executable})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((tmp_path / "gpu_suite.json").read_text())
+    parts = {p["part"]: p for p in summary["parts"]}
+    assert list(parts) == ["build", "tests", "kernel", "solvers", "peers", "training"]
+    for name in ("tests", "kernel", "solvers", "training"):
+        assert parts[name]["status"] == "ok", parts[name]
+    assert "skipped" in parts["tests"]["figures"] and "passed" not in parts["tests"]["figures"]
+    for name in ("kernel", "solvers", "training"):
+        assert "no CUDA GPU" in parts[name]["figures"], parts[name]
+    assert "| part | status |" in done.stdout
+    assert len(list(tmp_path.iterdir())) <= 8
