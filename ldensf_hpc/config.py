@@ -17,13 +17,35 @@ import yaml
 from .errors import ConfigError
 
 
+def bounded(default, *, ge=None, gt=None, le=None, lt=None):
+    """A dataclass field whose value :func:`_build` checks against the bounds (None passes: "off")."""
+    return field(default=default, metadata={"bounds": {"ge": ge, "gt": gt, "le": le, "lt": lt}})
+
+
+_BOUNDS = {"ge": (">=", float.__ge__), "gt": (">", float.__gt__), "le": ("<=", float.__le__), "lt": ("<", float.__lt__)}
+
+
+def _check_bounds(value, bounds: dict, where: str) -> None:
+    """Refuse a number (or a number of a tuple) outside ``bounds``, naming the field and the range."""
+    wanted = {k: b for k, b in bounds.items() if b is not None}
+    for item in value if isinstance(value, tuple) else (value,):
+        if item is not None and not all(_BOUNDS[k][1](float(item), float(b)) for k, b in wanted.items()):
+            rule = " and ".join(f"{_BOUNDS[k][0]} {b:g}" for k, b in wanted.items())
+            raise ConfigError(f"{where} must be {rule}, got {item!r}")
+
+
 @dataclass
 class DataConfig:
-    n_trajectories: int = 200
-    shard_size: int = 4  # trajectories per HDF5 shard
-    seed: int = 0
-    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
-    points_per_frame: int = 5000
+    n_trajectories: int = bounded(200, ge=1)
+    shard_size: int = bounded(4, ge=1)  # trajectories per HDF5 shard
+    seed: int = bounded(0, ge=0)
+    split: tuple[float, float, float] = bounded((0.6, 0.2, 0.2), ge=0)  # train, val, test; sum 1
+    points_per_frame: int = bounded(5000, ge=1)
+
+    def check(self, where: str) -> None:
+        if abs(sum(self.split) - 1.0) > 1e-9:
+            raise ConfigError(f"{where}.split must sum to 1 (train, validation, test fractions), "
+                              f"got {list(self.split)}")
 
 
 @dataclass
@@ -33,16 +55,16 @@ class ClusterConfig:
     queue: str | None = None  # SLURM partition (-p)
     account: str | None = None  # SLURM account (-A)
     walltime: str = "01:00:00"
-    cores: int = 1  # cores per job, one single-threaded Dask worker per core
+    cores: int = bounded(1, ge=1)  # cores per job, one single-threaded Dask worker per core
     memory: str = "4GB"  # memory per job
 
 
 @dataclass
 class ObserveConfig:
-    stride: int = 15  # every stride-th grid point (10 x 10 of 150 x 150)
-    every: int = 8  # stored frames between observations (SWE: 40 steps)
-    noise: float = 0.1  # relative to the normalised field's std
-    noise_floor: float = 0.01  # noise std the filters assume when noise is 0 (no likelihood without noise)
+    stride: int = bounded(15, ge=1)  # every stride-th grid point (10 x 10 of 150 x 150)
+    every: int = bounded(8, ge=1)  # stored frames between observations (SWE: 40 steps)
+    noise: float = bounded(0.1, ge=0)  # relative to the normalised field's std
+    noise_floor: float = bounded(0.01, gt=0)  # noise std assumed when noise is 0 (no likelihood without noise)
     sensors: str = "grid"  # grid: fixed grid of `stride`; moving: as many points, drawn afresh every time
     irregular: bool = False  # observation times drawn between latent steps instead of on them
 
@@ -51,12 +73,12 @@ class ObserveConfig:
 class EnSFConfig:
     """Ensemble score filter settings (paper eqs. 6-12)."""
 
-    ensemble_size: int = 20
-    n_steps: int = 100  # Euler-Maruyama steps in pseudo-time
-    eps_alpha: float = 0.01
-    eps_beta: float = 0.0
+    ensemble_size: int = bounded(20, ge=2)
+    n_steps: int = bounded(100, ge=1)  # Euler-Maruyama steps in pseudo-time
+    eps_alpha: float = bounded(0.01, gt=0, lt=1)
+    eps_beta: float = bounded(0.0, ge=0, lt=1)
     mixture: bool = True  # mixture prior score (False: member-paired)
-    score_clip: float | None = 1000.0  # the reference package clips the score to ±1000 (None: no clip)
+    score_clip: float | None = bounded(1000.0, gt=0)  # the reference package clips the score to ±1000 (None: no clip)
     kernel: str = "numba"  # latent filters' reverse-SDE backend: reference | numba | cuda | cuda_host (emulated)
     full_space_kernel: str = "reference"  # of the full-space EnSF (large d: two BLAS products per step)
 
@@ -68,9 +90,10 @@ class LDEnSFConfig:
     # Euler-Maruyama steps of the latent update: the explicit step of the likelihood score is stable only
     # for an observation std above sqrt(dt max(g2 h) / 2) (ldensf_hpc.sde), so the few-% latent errors of
     # a good encoder need small steps; at d ~ 20 a step costs microseconds
-    n_steps: int = 1000
-    eps_alpha: float = 0.01  # latent EnSF schedule constant (small presets 0.1; tiny, paper: SWE 0.5, Kolmogorov 0.01)
-    obs_std_floor: float = 1.0e-2  # lower bound of the latent observation std (standardised units)
+    n_steps: int = bounded(1000, ge=1)
+    # latent EnSF schedule constant (small presets 0.1; tiny, paper: SWE 0.5, Kolmogorov 0.01)
+    eps_alpha: float = bounded(0.01, gt=0, lt=1)
+    obs_std_floor: float = bounded(1.0e-2, gt=0)  # lower bound of the latent observation std (standardised units)
     encoder: str = "auto"  # lstm | set (point-set encoder) | auto: lstm for grid sensors, set for moving ones
 
 
@@ -78,28 +101,28 @@ class LDEnSFConfig:
 class LETKFConfig:
     """LETKF baseline (Hunt et al. 2007) with Gaspari-Cohn R-localisation."""
 
-    radius: float | None = 8.0  # Gaspari-Cohn half-width in grid points (None: global ETKF)
-    inflation: float = 1.02  # multiplicative covariance inflation (1: none)
+    radius: float | None = bounded(8.0, gt=0)  # Gaspari-Cohn half-width in grid points (None: global ETKF)
+    inflation: float = bounded(1.02, gt=0)  # multiplicative covariance inflation (1: none)
 
 
 @dataclass
 class EnVar4DConfig:
     """Full-space 4DEnVar (LEVDA paper §2.3, eq. 11)."""
 
-    window: int = 5  # observation times per assimilation window
-    inflation: float = 1.0  # multiplicative factor rho on the anomalies (1: none)
-    outer_loops: int = 1  # Gauss-Newton linearisations per window
+    window: int = bounded(5, ge=1)  # observation times per assimilation window
+    inflation: float = bounded(1.0, gt=0)  # multiplicative factor rho on the anomalies (1: none)
+    outer_loops: int = bounded(1, ge=1)  # Gauss-Newton linearisations per window
 
 
 @dataclass
 class LEVDAConfig:
     """LEVDA, latent ensemble 4D-Var (LEVDA paper §3.2, eq. 19)."""
 
-    window: int = 5  # latent steps per assimilation window (tau)
-    inflation: float = 1.0  # multiplicative factor rho on the anomalies (1: none)
-    additive: float = 0.0  # std sigma of the additive anomaly noise, in z units (0: none)
-    max_iter: int = 50  # L-BFGS iterations per window
-    history: int = 10  # L-BFGS memory
+    window: int = bounded(5, ge=1)  # latent steps per assimilation window (tau)
+    inflation: float = bounded(1.0, gt=0)  # multiplicative factor rho on the anomalies (1: none)
+    additive: float = bounded(0.0, ge=0)  # std sigma of the additive anomaly noise, in z units (0: none)
+    max_iter: int = bounded(50, ge=1)  # L-BFGS iterations per window
+    history: int = bounded(10, ge=1)  # L-BFGS memory
     perturb_obs: bool = False  # randomised-maximum-likelihood members (False: the paper's warm starts only)
 
 
@@ -108,22 +131,22 @@ class LDNetConfig:
     """LDNet sizes and training (paper §3.1, Table 3); defaults are the SWE network (each case's
     presets set its own)."""
 
-    latent: int = 10  # latent dimension d_s
-    dyn_depth: int = 8  # hidden layers of the dynamics network F
-    dyn_width: int = 50
-    rec_depth: int = 7  # hidden layers of the reconstruction network R (residual)
-    rec_width: int = 180
-    fourier_features: int = 64  # frozen random Fourier features of xi (sin + cos each)
-    fourier_scale: float = 2.0  # std of the random frequencies (xi in [-1, 1])
+    latent: int = bounded(10, ge=1)  # latent dimension d_s
+    dyn_depth: int = bounded(8, ge=1)  # hidden layers of the dynamics network F
+    dyn_width: int = bounded(50, ge=1)
+    rec_depth: int = bounded(7, ge=1)  # hidden layers of the reconstruction network R (residual)
+    rec_width: int = bounded(180, ge=1)
+    fourier_features: int = bounded(64, ge=0)  # frozen random Fourier features of xi (sin + cos each)
+    fourier_scale: float = bounded(2.0, gt=0)  # std of the random frequencies (xi in [-1, 1])
     activation: str = "relu"  # relu | tanh | gelu | silu
-    dt_hat: float = 0.036  # normalised latent time step (Table 3)
-    frame_every: int = 8  # stored frames per latent step (SWE: 40 solver steps)
-    batch_size: int = 2  # trajectories per batch
-    lr: float = 1.0e-3
-    epochs: int = 2000  # stage one: F and R jointly
-    retrain_epochs: int = 2000  # stage two: R only, F frozen
-    retrain_lr: float = 1.0e-4  # stage two starts from trained R: a smaller step keeps it there
-    warmup: float = 0.0  # fraction of stage one's optimiser steps with a linear learning-rate warm-up
+    dt_hat: float = bounded(0.036, gt=0)  # normalised latent time step (Table 3)
+    frame_every: int = bounded(8, ge=1)  # stored frames per latent step (SWE: 40 solver steps)
+    batch_size: int = bounded(2, ge=1)  # trajectories per batch
+    lr: float = bounded(1.0e-3, gt=0)
+    epochs: int = bounded(2000, ge=1)  # stage one: F and R jointly
+    retrain_epochs: int = bounded(2000, ge=0)  # stage two: R only, F frozen
+    retrain_lr: float = bounded(1.0e-4, gt=0)  # stage two starts from trained R: a smaller step keeps it there
+    warmup: float = bounded(0.0, ge=0, lt=1)  # fraction of stage one's optimiser steps with a linear lr warm-up
 
 
 @dataclass
@@ -131,12 +154,12 @@ class EncoderConfig:
     """LSTM observation encoder (paper §3.2, Table 4); defaults are the SWE encoder (each case's
     presets set its own)."""
 
-    layers: int = 2
-    hidden: int = 256
-    dropout: float = 0.02  # between LSTM layers
-    batch_size: int = 8  # trajectories per batch
-    lr: float = 1.0e-3
-    epochs: int = 30000
+    layers: int = bounded(2, ge=1)
+    hidden: int = bounded(256, ge=1)
+    dropout: float = bounded(0.02, ge=0, lt=1)  # between LSTM layers
+    batch_size: int = bounded(8, ge=1)  # trajectories per batch
+    lr: float = bounded(1.0e-3, gt=0)
+    epochs: int = bounded(30000, ge=1)
 
 
 @dataclass
@@ -148,16 +171,16 @@ class VAEConfig:
     convolutions) maps back to the full fields.
     """
 
-    latent: int = 400  # latent dimension (the paper's 400 for 150 x 150)
-    width: int = 32  # channels of the first convolution block (doubled per block)
-    blocks: int = 3  # stride-2 convolution blocks (the grid is padded to a multiple of 2**blocks)
-    obs_hidden: int = 256  # width of the observation encoder's two hidden layers
-    kl_weight: float = 1.0e-3  # weight of the KL terms to N(0, I)
-    align_weight: float = 1.0  # weight of |mu_obs - mu_state|^2 (shared latent space)
-    obs_noise: float = 0.0  # relative noise added to training observations (0: noiseless)
-    batch_size: int = 32  # frames per batch
-    lr: float = 1.0e-3
-    epochs: int = 200
+    latent: int = bounded(400, ge=1)  # latent dimension (the paper's 400 for 150 x 150)
+    width: int = bounded(32, ge=1)  # channels of the first convolution block (doubled per block)
+    blocks: int = bounded(3, ge=1)  # stride-2 convolution blocks (the grid is padded to a multiple of 2**blocks)
+    obs_hidden: int = bounded(256, ge=1)  # width of the observation encoder's two hidden layers
+    kl_weight: float = bounded(1.0e-3, ge=0)  # weight of the KL terms to N(0, I)
+    align_weight: float = bounded(1.0, ge=0)  # weight of |mu_obs - mu_state|^2 (shared latent space)
+    obs_noise: float = bounded(0.0, ge=0)  # relative noise added to training observations (0: noiseless)
+    batch_size: int = bounded(32, ge=1)  # frames per batch
+    lr: float = bounded(1.0e-3, gt=0)
+    epochs: int = bounded(200, ge=1)
 
 
 @dataclass
@@ -169,26 +192,26 @@ class SetEncoderConfig:
     time maps the pooled features to ``(s_hat_t, u_hat_t)`` like the LSTM encoder.
     """
 
-    width: int = 128  # point embedding width
-    point_layers: int = 2  # hidden layers of the point embedding
-    hidden: int = 128  # LSTM width
-    layers: int = 1  # LSTM layers
-    sensors: int = 0  # points per time when training (0: as many as the grid operator observes)
-    batch_size: int = 8  # trajectories per batch
-    lr: float = 1.0e-3
-    epochs: int = 500
+    width: int = bounded(128, ge=1)  # point embedding width
+    point_layers: int = bounded(2, ge=1)  # hidden layers of the point embedding
+    hidden: int = bounded(128, ge=1)  # LSTM width
+    layers: int = bounded(1, ge=1)  # LSTM layers
+    sensors: int = bounded(0, ge=0)  # points per time when training (0: as many as the grid operator observes)
+    batch_size: int = bounded(8, ge=1)  # trajectories per batch
+    lr: float = bounded(1.0e-3, gt=0)
+    epochs: int = bounded(500, ge=1)
 
 
 @dataclass
 class TrainConfig:
     """Shared optimisation settings: Adam + cosine schedule, early stopping, checkpoints."""
 
-    seed: int = 0
-    min_lr_ratio: float = 0.01  # cosine schedule ends at lr * min_lr_ratio
-    patience: int = 200  # epochs without validation improvement before stopping
+    seed: int = bounded(0, ge=0)
+    min_lr_ratio: float = bounded(0.01, ge=0, le=1)  # cosine schedule ends at lr * min_lr_ratio
+    patience: int = bounded(200, ge=1)  # epochs without validation improvement before stopping
     device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # torch CPU threads (0: all cores this process may use, at most 16)
-    workers: int = 0  # DataLoader worker processes
+    threads: int = bounded(0, ge=0)  # torch CPU threads (0: all cores this process may use, at most 16)
+    workers: int = bounded(0, ge=0)  # DataLoader worker processes
 
 
 @dataclass
@@ -269,8 +292,15 @@ def _build(cls, values: dict, where: str):
     if unknown:
         raise ConfigError(f"{where or 'config'}: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
     obj = cls()
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for name, value in values.items():
-        setattr(obj, name, _coerce(hints[name], value, f"{where}.{name}" if where else name))
+        here = f"{where}.{name}" if where else name
+        value = _coerce(hints[name], value, here)
+        if "bounds" in fields[name].metadata:
+            _check_bounds(value, fields[name].metadata["bounds"], here)
+        setattr(obj, name, value)
+    if hasattr(obj, "check"):
+        obj.check(where)
     return obj
 
 
