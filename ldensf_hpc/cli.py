@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import platform
 import shlex
 import sys
@@ -143,6 +144,8 @@ def cmd_jobs_render(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ldensf", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ldensf_hpc {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error (also: LDENSF_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("info", help="versions and backends found on this machine")
@@ -216,14 +219,32 @@ def main(argv=None) -> int:
         args.command_line = shlex.join(["ldensf", *argv])
     except SystemExit as exc:  # --help, --version, or a usage error already printed
         return int(exc.code or 0)
+    debug = args.debug or os.environ.get("LDENSF_DEBUG", "") not in ("", "0")
     try:
         return args.func(args)
     except USER_ERRORS as exc:
-        print(f"ldensf: error: {exc}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"ldensf: error: {error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("ldensf: interrupted; finished shards are kept, rerun to resume", file=sys.stderr)
+        print("ldensf: interrupted; finished work is kept, rerun to resume", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug of ours, never the user's input: say so in one line
+        if debug:
+            raise
+        print(f"ldensf: internal error: {type(exc).__name__}: {error_line(exc)} (rerun with --debug for the "
+              "traceback, and please report it)", file=sys.stderr)
+        return 1
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for ``exc``: an OS error names the file and the reason, never a raw errno."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 if __name__ == "__main__":

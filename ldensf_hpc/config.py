@@ -57,6 +57,7 @@ class ClusterConfig:
     walltime: str = "01:00:00"
     cores: int = bounded(1, ge=1)  # cores per job, one single-threaded Dask worker per core
     memory: str = "4GB"  # memory per job
+    worker_timeout: float = bounded(600.0, gt=0)  # seconds to wait for the first Dask worker (any scheduler)
 
 
 @dataclass

@@ -9,11 +9,17 @@ at one thread (:func:`ldensf_hpc.parallel.thread_env`), so N workers use N cores
 - ``slurm``: ``dask_jobqueue.SLURMCluster`` from the ``cluster`` config section
   (queue, account, walltime, cores, memory), scaled to ``workers`` workers;
 - anything else: the address of a running scheduler, e.g. ``tcp://10.0.0.1:8786``.
+
+Nothing waits forever: the scheduler is reached within 30 s, and the first worker must
+join within ``cluster.worker_timeout`` seconds (SLURM jobs still queued, a scheduler
+without workers), else a BackendError says what to check.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import subprocess
 
 from ..backend import BackendError
 from . import limit_threads, thread_env
@@ -47,6 +53,18 @@ def slurm_cluster(cluster_cfg):
     c = cluster_cfg
     if c.cores < 1:
         raise BackendError(f"cluster.cores must be >= 1, got {c.cores}")
+    missing = [tool for tool in ("sbatch", "squeue", "scancel", "sinfo") if shutil.which(tool) is None]
+    if missing:
+        raise BackendError(f"--scheduler slurm submits SLURM jobs, but {', '.join(missing)} is not on PATH here; "
+                           "run on a cluster login node, or use --scheduler local")
+    try:  # sbatch needs a reachable controller; dask-jobqueue would only log its failures and wait
+        probe = subprocess.run(["sinfo", "--noheader", "--summarize"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BackendError(f"--scheduler slurm: the SLURM controller did not answer sinfo ({exc})") from None
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BackendError(f"--scheduler slurm: SLURM is not usable here (sinfo: {last}); "
+                           "start the controller or use --scheduler local")
     prologue = [f"export {k}={v}" for k, v in thread_env(1).items()]
     return SLURMCluster(queue=c.queue, account=c.account, walltime=c.walltime, cores=c.cores,
                         processes=c.cores, memory=c.memory, job_script_prologue=prologue,
@@ -62,9 +80,20 @@ def _slurm(workers: int | None, cluster_cfg):
 SCHEDULERS = {"local": _local, "mpi": _mpi, "slurm": _slurm}
 
 
+def _wait_for_a_worker(client, scheduler: str, timeout: float) -> None:
+    """Return once a worker has joined; BackendError after ``timeout`` seconds."""
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        hint = ("the SLURM jobs may still be queued (check squeue) or failed (their .err files)"
+                if scheduler == "slurm" else "is anything starting workers for this scheduler?")
+        raise BackendError(f"no Dask worker joined the {scheduler} scheduler within cluster.worker_timeout = "
+                           f"{timeout:g} s; {hint}") from None
+
+
 @contextlib.contextmanager
 def dask_client(scheduler: str = "local", workers: int | None = None, cluster_cfg=None):
-    """A connected ``distributed.Client``; a cluster created here is closed on exit."""
+    """A connected ``distributed.Client`` with at least one worker; a cluster created here is closed on exit."""
     from distributed import Client
 
     if workers is not None and workers < 1:
@@ -82,6 +111,7 @@ def dask_client(scheduler: str = "local", workers: int | None = None, cluster_cf
         except OSError as exc:
             raise BackendError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
         with client:
+            _wait_for_a_worker(client, scheduler, cluster_cfg.worker_timeout if cluster_cfg else 600.0)
             yield client
     finally:
         if cluster is not None:
