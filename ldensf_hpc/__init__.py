@@ -21,6 +21,6 @@ LAYERS = (
     "plots",  # foundations
     "models", "observe", "cases",  # physics: truth solvers, observation operators, the case registry
     "kernels", "data", "surrogate", "filters",  # numerics, data, networks, the method registry
-    "experiment", "assimilate", "pipeline", "jobs", "cli",  # applications
+    "experiment", "settings", "assimilate", "pipeline", "jobs", "cli",  # applications
 )
 """The package's layers, lowest first (subpackages and top-level modules)."""

@@ -36,8 +36,20 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="override any config field, e.g. --set swe.n=64 (repeatable)")
 
 
-def _config(args):
-    return load_config(args.preset, case=args.case, overrides=args.overrides, path=args.config)
+def _config(args, command: str, methods=(), surrogates=None):
+    """The config of ``args``, refusing overrides ``command`` does not read (:mod:`ldensf_hpc.settings`).
+
+    ``surrogates`` (None: those the ``methods`` need with this config) are the networks whose
+    sections the command reads.
+    """
+    from . import settings
+    from .filters import make_method
+
+    cfg = load_config(args.preset, case=args.case, overrides=args.overrides, path=args.config)
+    if surrogates is None:
+        surrogates = tuple(dict.fromkeys(s for m in methods for s in make_method(m, cfg).surrogates(cfg)))
+    settings.check(cfg, args.overrides, command, methods, surrogates)
+    return cfg
 
 
 def cmd_info(args) -> int:
@@ -77,7 +89,7 @@ def cmd_info(args) -> int:
 def cmd_generate(args) -> int:
     from .data.generate import generate
 
-    cfg = _config(args)
+    cfg = _config(args, "generate")
     summary = generate(cfg, args.out, scheduler=args.scheduler, workers=args.workers, backend=args.backend)
     if summary.root:
         print(summary)
@@ -85,10 +97,11 @@ def cmd_generate(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .surrogate import train
+    from .surrogate import train, training_order
 
     names = ["ldnet", "encoder"] if args.model == "all" else [args.model]
-    summaries = train(_config(args), args.data, args.out, names, progress=not args.quiet)
+    summaries = train(_config(args, "train", surrogates=training_order(names)), args.data, args.out, names,
+                      progress=not args.quiet)
     for name, summary in summaries.items():
         errors = ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if k.endswith(("rel_error", "_latent", "_params")))
         print(f"{name}: {args.out}/{name}.pt  {errors}")
@@ -98,7 +111,7 @@ def cmd_train(args) -> int:
 def cmd_assimilate(args) -> int:
     from .assimilate import assimilate_dataset, summary_table
 
-    record = assimilate_dataset(_config(args), args.data, args.out, method=args.filter, backend=args.backend,
+    record = assimilate_dataset(_config(args, "assimilate", [args.filter], surrogates=()), args.data, args.out, method=args.filter, backend=args.backend,
                                 models=args.models)
     if record is not None:  # rank 0 only
         print(summary_table(record))
@@ -113,7 +126,7 @@ def cmd_run(args) -> int:
         levels = [float(v) for v in args.noise.split(",") if v.strip()]
     except ValueError:
         raise ConfigError(f"--noise takes comma-separated fractions, e.g. 0,0.05,0.1,0.2; got {args.noise!r}") from None
-    report = run(_config(args), args.workdir, methods=methods, levels=levels, generate_backend=args.backend,
+    report = run(_config(args, "run", [m for m in methods if m in METHODS]), args.workdir, methods=methods, levels=levels, generate_backend=args.backend,
                  progress=not args.quiet, command=args.command_line)
     if report.get("reused"):
         print(f"reusing the report of a run with the same inputs (config, methods, noise levels, dataset, "

@@ -317,6 +317,9 @@ class Method(ABC):
     capabilities: ClassVar[Capabilities]
     space: ClassVar[str]
     dynamics: ClassVar[str]
+    settings_read: ClassVar[tuple[str, ...]] = ()
+    """Config keys ``from_config`` reads (``section`` or ``section.field``): ``--set`` of any other
+    method setting is refused for a command that runs only this method (``ldensf_hpc.settings``)."""
 
     @classmethod
     def from_config(cls, cfg) -> Method:

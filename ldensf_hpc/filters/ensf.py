@@ -98,6 +98,8 @@ class EnSF(ScoreSettings, SequentialFilter):
     """
 
     name: ClassVar[str] = "ensf"
+    settings_read: ClassVar[tuple[str, ...]] = ("ensf.n_steps", "ensf.eps_alpha", "ensf.eps_beta", "ensf.mixture",
+                                                "ensf.score_clip", "ensf.full_space_kernel")
     label: ClassVar[str] = "EnSF"
     capabilities: ClassVar[Capabilities] = Capabilities(parameters=False, irregular_times=True,
                                                         moving_sensors=True, smoother=False, member_sharding=True)

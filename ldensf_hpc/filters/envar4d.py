@@ -127,6 +127,7 @@ class EnVar4D(Method):
     inflation: float = 1.0
     outer_loops: int = 1
     name: ClassVar[str] = "envar4d"
+    settings_read: ClassVar[tuple[str, ...]] = ("envar4d",)
     label: ClassVar[str] = "4DEnVar"
     capabilities: ClassVar[Capabilities] = Capabilities(parameters=True, irregular_times=True,
                                                         moving_sensors=True, smoother=True, member_sharding=False)

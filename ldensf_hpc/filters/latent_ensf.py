@@ -118,6 +118,8 @@ class LatentEnSF(ScoreSettings, SequentialFilter):
     latent_std: object = None
     kernel: str = "numba"
     name: ClassVar[str] = "latent_ensf"
+    settings_read: ClassVar[tuple[str, ...]] = ("ensf.n_steps", "ensf.eps_alpha", "ensf.eps_beta", "ensf.mixture",
+                                                "ensf.score_clip", "ensf.kernel")
     label: ClassVar[str] = "Latent-EnSF"
     capabilities: ClassVar[Capabilities] = Capabilities(parameters=False, irregular_times=True,
                                                         moving_sensors=False, smoother=False, member_sharding=True)

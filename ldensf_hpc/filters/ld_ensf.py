@@ -158,6 +158,8 @@ class LDEnSF(ScoreSettings, Method):
     obs_std_floor: float = 1.0e-2
     latent_std: object = None
     name: ClassVar[str] = "ld_ensf"
+    settings_read: ClassVar[tuple[str, ...]] = ("ensf.eps_beta", "ensf.mixture", "ensf.score_clip", "ensf.kernel",
+                                                "ld_ensf")
     label: ClassVar[str] = "LD-EnSF"
     capabilities: ClassVar[Capabilities] = Capabilities(parameters=True, irregular_times=False,
                                                         moving_sensors=True, smoother=False, member_sharding=True)

@@ -65,6 +65,7 @@ class LETKF(SequentialFilter):
     inflation: float = 1.0
     block_entries: int = 2**22
     name: ClassVar[str] = "letkf"
+    settings_read: ClassVar[tuple[str, ...]] = ("letkf",)
     label: ClassVar[str] = "LETKF"
     capabilities: ClassVar[Capabilities] = Capabilities(parameters=False, irregular_times=True,
                                                         moving_sensors=True, smoother=False, member_sharding=True)

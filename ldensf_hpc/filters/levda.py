@@ -244,6 +244,7 @@ class LEVDA(Method):
     history: int = 10
     perturb_obs: bool = False
     name: ClassVar[str] = "levda"
+    settings_read: ClassVar[tuple[str, ...]] = ("levda",)
     label: ClassVar[str] = "LEVDA"
     capabilities: ClassVar[Capabilities] = Capabilities(parameters=True, irregular_times=True,
                                                         moving_sensors=True, smoother=True, member_sharding=False)

@@ -53,6 +53,14 @@ def slurm_cluster(cluster_cfg):
     c = cluster_cfg
     if c.cores < 1:
         raise BackendError(f"cluster.cores must be >= 1, got {c.cores}")
+    prologue = [f"export {k}={v}" for k, v in thread_env(1).items()]
+    return SLURMCluster(queue=c.queue, account=c.account, walltime=c.walltime, cores=c.cores,
+                        processes=c.cores, memory=c.memory, job_script_prologue=prologue,
+                        scheduler_options={"dashboard_address": None})
+
+
+def _check_slurm() -> None:
+    """SLURM's tools on PATH and a controller that answers, before any job is submitted."""
     missing = [tool for tool in ("sbatch", "squeue", "scancel", "sinfo") if shutil.which(tool) is None]
     if missing:
         raise BackendError(f"--scheduler slurm submits SLURM jobs, but {', '.join(missing)} is not on PATH here; "
@@ -65,13 +73,10 @@ def slurm_cluster(cluster_cfg):
         last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
         raise BackendError(f"--scheduler slurm: SLURM is not usable here (sinfo: {last}); "
                            "start the controller or use --scheduler local")
-    prologue = [f"export {k}={v}" for k, v in thread_env(1).items()]
-    return SLURMCluster(queue=c.queue, account=c.account, walltime=c.walltime, cores=c.cores,
-                        processes=c.cores, memory=c.memory, job_script_prologue=prologue,
-                        scheduler_options={"dashboard_address": None})
 
 
 def _slurm(workers: int | None, cluster_cfg):
+    _check_slurm()
     cluster = slurm_cluster(cluster_cfg)
     cluster.scale(workers or cluster_cfg.cores)
     return cluster
