@@ -143,12 +143,12 @@ def cmd_jobs_render(args) -> int:
     job = SlurmJob(args.template, case=args.case or DEFAULT_CASE, preset=args.preset, nodes=args.nodes,
                    ntasks_per_node=args.ntasks_per_node, cpus_per_task=args.cpus_per_task, gpus=args.gpus,
                    time=args.time, partition=args.partition, account=args.account, data=args.data,
-                   runs=args.runs, extra=" ".join(f"--set {o}" for o in args.overrides))
+                   runs=args.runs, config=args.config, overrides=tuple(args.overrides))
     text = render_slurm(job)
     if args.out:
         with open(args.out, "w") as fh:
             fh.write(text)
-        print(f"wrote {args.out}; submit with: sbatch {args.out}")
+        print(f"wrote {args.out}; submit with: sbatch {shlex.quote(args.out)}")
     else:
         print(text, end="")
     return 0

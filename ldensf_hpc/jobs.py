@@ -1,20 +1,31 @@
 """Render the SLURM batch templates in ``jobs/slurm/`` into scripts a user can read and submit.
 
 ``ldensf jobs render slurm generate --nodes 4 --preset paper --out gen.sbatch``
-fills the template's ``${...}`` knobs (``$$`` is a literal ``$``) from the CLI.
+fills the template's ``${...}`` knobs (``$$`` is a literal ``$``) from the CLI. What the job
+would run is checked here, before anything reaches the cluster: the config (``--config``,
+``--set``) is loaded by the same loader and command rules as the command itself, ``--time``
+and the names are SLURM's formats, and every path and value is shell-quoted.
 """
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cases import CASES, PRESETS
+from .cases import CASES, PRESETS, load_config
 from .errors import ConfigError
 
 JOBS_DIR = Path(__file__).resolve().parents[1] / "jobs"
 SLURM_TEMPLATES = ("generate", "generate_dask", "train", "assimilate", "timing", "scaling")
+COMMANDS = {"generate": "generate", "generate_dask": "generate", "train": "train", "assimilate": "assimilate",
+            "timing": None, "scaling": None}
+"""The ``ldensf`` command each template runs (None: a benchmark script, which takes no config)."""
+SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^\d+-\d+$")
+"""sbatch --time: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS."""
+SLURM_NAME = re.compile(r"^[A-Za-z0-9_.+,-]+$")
 
 
 @dataclass
@@ -34,7 +45,8 @@ class SlurmJob:
     data: str = "data"
     runs: str = "runs"
     workdir: str = field(default_factory=os.getcwd)
-    extra: str = ""
+    config: str | None = None  # --config file passed to the command (absolute path)
+    overrides: tuple[str, ...] = ()  # --set KEY=VALUE passed to the command
 
     def optional_lines(self) -> str:
         lines = []
@@ -60,9 +72,36 @@ def render_slurm(job: SlurmJob) -> str:
             raise ConfigError(f"--{knob.replace('_', '-')} must be >= 1, got {getattr(job, knob)}")
     if job.gpus < 0:
         raise ConfigError(f"--gpus must be >= 0, got {job.gpus}")
+    if not SLURM_TIME.match(job.time):
+        raise ConfigError(f"--time {job.time!r} is not a SLURM time; use minutes, HH:MM:SS or D-HH:MM:SS")
+    for knob in ("partition", "account"):
+        value = getattr(job, knob)
+        if value is not None and not SLURM_NAME.match(value):
+            raise ConfigError(f"--{knob} {value!r} is not a SLURM name (letters, digits, _ . + , -)")
+    extra = _command_options(job)
     path = JOBS_DIR / "slurm" / f"{job.template}.sbatch"
     if not path.is_file():
         raise ConfigError(f"template {path} not found (install from a source checkout: pip install -e .)")
     name = f"ldensf-{job.template}-{job.case}-{job.preset}"
-    values = {**vars(job), "job_name": name, "output": f"{name}-%j.out", "optional_lines": job.optional_lines()}
+    quoted = {knob: shlex.quote(str(getattr(job, knob))) for knob in ("data", "runs", "workdir")}
+    values = {**vars(job), **quoted, "extra": extra, "job_name": name, "output": f"{name}-%j.out",
+              "optional_lines": job.optional_lines()}
     return string.Template(path.read_text()).substitute(values)
+
+
+def _command_options(job: SlurmJob) -> str:
+    """``--config`` and ``--set`` for the job's command, validated as that command would, shell-quoted."""
+    from . import settings
+
+    command = COMMANDS[job.template]
+    if command is None:
+        if job.config or job.overrides:
+            raise ConfigError(f"the {job.template} template runs a benchmark script, which takes no --config "
+                              "or --set; give its options in the rendered script")
+        return ""
+    config = None if job.config is None else str(Path(job.config).resolve())
+    cfg = load_config(job.preset, case=job.case, overrides=job.overrides, path=config)
+    methods = ("ensf",) if command == "assimilate" else ()  # the templates' default --filter and --model
+    settings.check(cfg, job.overrides, command, methods, ("ldnet", "encoder") if command == "train" else ())
+    options = ([] if config is None else ["--config", config]) + [a for o in job.overrides for a in ("--set", o)]
+    return shlex.join(options)

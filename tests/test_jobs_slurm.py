@@ -7,6 +7,7 @@ SLURM tests are skipped with the reason printed.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,48 @@ def test_render_fills_every_knob(template):
     if template not in ("timing", "scaling"):  # the benchmarks choose their own sizes
         assert "--preset paper" in text
     assert "cpus-per-task=4" in text or template == "generate_dask"
+
+
+AWKWARD = "sp ace/it's"
+
+
+@pytest.mark.parametrize("template", SLURM_TEMPLATES)
+def test_rendered_scripts_are_valid_bash_with_awkward_paths(template, tmp_path):
+    """Paths with spaces and quotes, --config and --set are shell-quoted: bash -n accepts every script
+    and the command line splits back into exactly the arguments given."""
+    config = tmp_path / AWKWARD / "my config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text("data:\n  n_trajectories: 4\n")
+    takes_config = template not in ("timing", "scaling")
+    job = SlurmJob(template, data=str(tmp_path / AWKWARD / "data"), runs=str(tmp_path / AWKWARD / "runs"),
+                   workdir=str(tmp_path / AWKWARD), config=str(config) if takes_config else None,
+                   overrides=("observe.noise=0.05",) if template == "assimilate" else ())
+    script = tmp_path / "job.sbatch"
+    script.write_text(render_slurm(job))
+    checked = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    command = script.read_text().strip().splitlines()[-1]
+    words = shlex.split(command)
+    assert f"cd {shlex.quote(job.workdir)}\n" in script.read_text()
+    if takes_config:
+        assert words[words.index("--config") + 1] == str(config)
+        flag = "--out" if template.startswith("generate") else "--data"
+        assert words[words.index(flag) + 1] == job.data
+
+
+def test_render_refuses_what_the_job_could_not_run(capsys, tmp_path):
+    for argv, message in [
+        (["--time", "banana"], "--time 'banana' is not a SLURM time"),
+        (["--set", "swe.n=abc"], "swe.n: expected a number"),
+        (["--set", "ldnet.lr=0.1"], "`ldensf generate` does not read ldnet.lr"),
+        (["--config", str(tmp_path / "missing.yaml")], "cannot read config file"),
+        (["--partition", "gpu; rm -rf ~"], "is not a SLURM name"),
+    ]:
+        assert main(["jobs", "render", "slurm", "generate", *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert main(["jobs", "render", "slurm", "timing", "--set", "swe.n=64"]) == 2
+    assert "takes no --config or --set" in capsys.readouterr().err
 
 
 def test_render_rejects_bad_knobs(capsys):
@@ -80,17 +123,24 @@ def _assert_dataset(path: Path, n_trajectories: int):
         assert fields.shape[0] == n_trajectories and np.isfinite(fields).all()
 
 
-def test_sbatch_generate_template(slurm, tmp_path):
-    script = tmp_path / "gen.sbatch"
-    data = tmp_path / "data"
+def test_sbatch_generate_template(slurm, tmp_path, monkeypatch):
+    """A rendered job with awkward paths (a space and a quote), a --config file and a --set runs on SLURM."""
+    work = tmp_path / AWKWARD
+    work.mkdir(parents=True)
+    config = work / "my config.yaml"
+    config.write_text("data:\n  n_trajectories: 4\n")
+    monkeypatch.chdir(work)  # the job's workdir
+    script, data = work / "gen.sbatch", work / "da ta"
     assert main(["jobs", "render", "slurm", "generate", "--preset", "tiny", "--ntasks-per-node", "2",
-                 "--data", str(data), "--out", str(script), "--time", "00:05:00"]) == 0
-    job = subprocess.run(["sbatch", "--parsable", "-D", str(tmp_path), str(script)], env=slurm,
+                 "--data", str(data), "--out", str(script), "--time", "00:05:00", "--config", str(config),
+                 "--set", "data.shard_size=1"]) == 0
+    job = subprocess.run(["sbatch", "--parsable", "-D", str(work), str(script)], env=slurm,
                          capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
     _wait_for(job, slurm)
-    logs = "\n".join(p.read_text() for p in tmp_path.glob("*.out"))
+    logs = "\n".join(p.read_text() for p in work.glob("*.out"))
     assert (data / "dataset.h5").exists(), f"job wrote no dataset; log:\n{logs}"
-    _assert_dataset(data, 6)
+    _assert_dataset(data, 4)
+    assert len(list((data / "shards").glob("*.h5"))) == 4  # data.shard_size=1 reached the job
 
 
 def test_generate_with_dask_jobqueue(slurm, tmp_path):
