@@ -130,7 +130,7 @@ class Experiment:
             if self.model_dir is None:
                 raise DataError(f"this needs the trained surrogate `{name}`: train it with `ldensf train --model "
                                 f"{name}` and pass its --out directory")
-            self._surrogates[name] = finished(SURROGATES[name], self.model_dir, "cpu")
+            self._surrogates[name] = finished(SURROGATES[name], self.model_dir, "cpu", data=self.store.digest)
         return self._surrogates[name]
 
     def validation(self, n: int | None = None) -> list[Trajectory]:

@@ -25,7 +25,7 @@ import torch
 
 from ..backend import rng_for
 from ..errors import DataError
-from .store import DATASET, open_dataset, write_json
+from .store import DATASET, MANIFEST, open_dataset, read_manifest, sha256_file, write_json
 
 NORM_FILE = "normalization.json"
 SPLITS = ("train", "val", "test")
@@ -122,6 +122,11 @@ class TrajectoryStore:
         self.path = self.data_dir / DATASET
         self._file = open_dataset(self.data_dir, checksum=checksum)  # checks shards against the manifest
         self._pid = os.getpid()
+        manifest = read_manifest(self.data_dir) or {}
+        self.case = manifest.get("config", {}).get("case")
+        # What this dataset is (its case and the sha256 of its manifest, which holds every shard's):
+        # recorded by everything derived from it and compared before such an artefact is reused.
+        self.digest = {"case": self.case, "manifest_sha256": sha256_file(self.data_dir / MANIFEST)}
         f = self._file
         for name in ("fields", "params", "time", "x", "y"):
             if name not in f:
@@ -204,10 +209,10 @@ def compute_normalization(store: TrajectoryStore, train: np.ndarray) -> Normaliz
 
 def load_normalization(store: TrajectoryStore, fractions=(0.6, 0.2, 0.2), seed: int = 0) -> Normalization:
     """Statistics of the train split, read from ``DIR/normalization.json`` when it was made
-    for the same split; otherwise computed and written there atomically."""
+    for the same dataset (manifest digest) and split; otherwise computed and written there atomically."""
     train = split_indices(store.n_trajectories, fractions, seed)["train"]
     key = {"seed": int(seed), "split": [float(f) for f in fractions], "n_trajectories": int(store.n_trajectories),
-           "train": train.tolist()}
+           "train": train.tolist(), "data": store.digest}
     path = store.data_dir / NORM_FILE
     if path.is_file():
         try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.store import MANIFEST, canonical_json, sha256_file, sha256_text, write_json
+from ..data.store import MANIFEST, canonical_json, read_manifest, sha256_file, sha256_text, write_json
 from ..errors import DataError
 from ..registry import Registry
 from .training import configure_threads, load_checkpoint
@@ -85,6 +85,9 @@ def train(cfg, data_dir, out_dir, names, progress: bool = True) -> dict:
     """
     configure_threads(cfg.train.threads)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    made = (read_manifest(data_dir) or {}).get("config", {}).get("case")
+    if made is not None and made != cfg.case:
+        raise DataError(f"the dataset at {data_dir} is a {made} dataset, not {cfg.case}; use --case {made}")
     summaries = {}
     for name in training_order(names):
         summary = _reusable_summary(cfg, data_dir, out_dir, name)

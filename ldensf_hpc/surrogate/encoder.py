@@ -148,8 +148,8 @@ def train_encoder(cfg, data_dir, out_dir, *, callback=None, progress: bool = Tru
     tcfg = cfg.train
     device = select_device(tcfg.device)
     out = Path(out_dir)
-    ldnet = finished(LDNet, out, device)
     store = TrajectoryStore(data_dir)
+    ldnet = finished(LDNet, out, device, data=store.digest)
     operator, spec = observation_operator(cfg, store)
     frame_every, n_kept = ldnet.cfg.frame_every, store.kept_frames(ldnet.cfg.frame_every)
     splits = split_indices(store.n_trajectories, cfg.data.split, cfg.data.seed)
@@ -183,7 +183,8 @@ def train_encoder(cfg, data_dir, out_dir, *, callback=None, progress: bool = Tru
     phases = [Phase("encoder", list(model.parameters()), ecfg.epochs, ecfg.lr, batches, val_batches, loss,
                     steps_per_epoch=max(1, -(-len(data["train"][0]) // ecfg.batch_size)))]
     history = run_phases(model, phases, out / "encoder.pt", tcfg.seed, min_lr_ratio=tcfg.min_lr_ratio,
-                         patience=tcfg.patience, device=device, callback=callback, progress=progress)
+                         patience=tcfg.patience, device=device, callback=callback, progress=progress,
+                         data=store.digest)
     model.eval()
     summary = {"model": "encoder", "case": cfg.case, "config": dataclasses.asdict(ecfg), "observe": spec,
                "history": history}

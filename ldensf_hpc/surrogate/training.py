@@ -102,13 +102,26 @@ def _fresh_state(phase: int) -> dict:
             "best_state": None, "bad_epochs": 0, "done": False}
 
 
-def _resume_state(model, path: Path, device, n_phases: int) -> tuple[dict, dict]:
-    """Training state and history from an existing checkpoint of the same model, or fresh ones."""
+def check_data(ckpt: dict, path: Path, data: dict | None) -> None:
+    """DataError unless the checkpoint at ``path`` was trained on the dataset ``data`` (its digest)."""
+    if data is None or ckpt.get("data") == data:
+        return
+    made = ckpt.get("data")
+    other = (f"{made['case']}, manifest {made['manifest_sha256'][:12]}" if made else
+             "not recorded: an older checkpoint")
+    raise DataError(f"{path} was trained on another dataset ({other}; this one: {data['case']}, manifest "
+                    f"{data['manifest_sha256'][:12]}); retrain it on this dataset (delete it, or train into "
+                    "another directory)")
+
+
+def _resume_state(model, path: Path, device, n_phases: int, data: dict | None) -> tuple[dict, dict]:
+    """Training state and history from an existing checkpoint of the same model and dataset, or fresh ones."""
     if not path.is_file():
         return _fresh_state(0), {}
     ckpt = load_checkpoint(path, device)
+    check_data(ckpt, path, data)
     mine = model.to_checkpoint()
-    same = {k: v for k, v in ckpt.items() if k not in ("state_dict", "training", "history")}
+    same = {k: v for k, v in ckpt.items() if k not in ("state_dict", "training", "history", "data")}
     if same != {k: v for k, v in mine.items() if k != "state_dict"}:
         raise DataError(f"{path} was trained with another configuration or dataset; "
                         "delete it or choose another --out to start over")
@@ -119,13 +132,14 @@ def _resume_state(model, path: Path, device, n_phases: int) -> tuple[dict, dict]
 
 
 def run_phases(model: torch.nn.Module, phases: list[Phase], path: Path, seed: int, *, min_lr_ratio: float,
-               patience: int, device, callback=None, progress: bool = True) -> dict:
+               patience: int, device, callback=None, progress: bool = True, data: dict | None = None) -> dict:
     """Run (or resume) ``phases`` in order, checkpointing to ``path`` after every epoch.
 
     ``callback(phase_name, epoch)`` is called after each checkpoint (it may raise to stop).
+    ``data`` (the dataset's digest) is recorded in the checkpoint; a resume on another dataset is refused.
     Returns the history ``{phase: [{"epoch", "train", "val", "lr"}, ...]}``.
     """
-    state, history = _resume_state(model, path, device, len(phases))
+    state, history = _resume_state(model, path, device, len(phases), data)
     while not state["done"]:
         phase_index = state["phase"]
         phase = phases[phase_index]
@@ -167,7 +181,7 @@ def run_phases(model: torch.nn.Module, phases: list[Phase], path: Path, seed: in
             else:
                 state["bad_epochs"] += 1
             state.update(epoch=epoch + 1, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
-            _save_atomic({**model.to_checkpoint(), "training": state, "history": history}, path)
+            _save_atomic({**model.to_checkpoint(), "training": state, "history": history, "data": data}, path)
             bar.update(1)
             bar.set_postfix(train=f"{log[-1]['train']:.3g}", val=f"{val:.3g}")
             if callback is not None:
@@ -177,7 +191,7 @@ def run_phases(model: torch.nn.Module, phases: list[Phase], path: Path, seed: in
             model.load_state_dict(state["best_state"])
         state = _fresh_state(phase_index + 1)
         state["done"] = phase_index + 1 == len(phases)
-        _save_atomic({**model.to_checkpoint(), "training": state, "history": history}, path)
+        _save_atomic({**model.to_checkpoint(), "training": state, "history": history, "data": data}, path)
     for p in model.parameters():
         p.requires_grad_(False)
     return history
@@ -218,10 +232,12 @@ def load_checkpoint(path, device="cpu") -> dict:
         raise DataError(f"cannot read checkpoint {path}: {exc}") from None
 
 
-def finished(model_class, out_dir, device) -> torch.nn.Module:
-    """The model of ``OUT/<kind>.pt`` on ``device`` in eval mode; DataError unless its training has finished."""
+def finished(model_class, out_dir, device, data: dict | None = None) -> torch.nn.Module:
+    """The model of ``OUT/<kind>.pt`` on ``device`` in eval mode; DataError unless its training has finished
+    (on the dataset of digest ``data``, when given)."""
     path = Path(out_dir) / f"{model_class.kind}.pt"
     ckpt = load_checkpoint(path, device)
+    check_data(ckpt, path, data)
     if not ckpt.get("training", {}).get("done", False):
         raise DataError(f"{model_class.kind} training in {out_dir} is not finished; "
                         f"run `ldensf train --model {model_class.kind}` first")
