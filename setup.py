@@ -22,7 +22,7 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-mpi>=0.6", "pytest-timeout>=2.3", "cmake>=3.27"],
+        "dev": ["pytest>=8", "pytest-mpi>=0.6", "pytest-timeout>=2.3", "hypothesis>=6.100", "cmake>=3.27"],
         "cuda": ["cupy-cuda13x", "numba-cuda"],
         "peers": ["jax[cpu]==0.10.2", "jax-cfd==0.2.1", "dapper==1.7.1"],  # benchmarks/peers.py only
     },

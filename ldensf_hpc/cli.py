@@ -36,6 +36,18 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="override any config field, e.g. --set swe.n=64 (repeatable)")
 
 
+def _single_process(command: str, backend: str | None) -> None:
+    """Refuse to run a whole job once per rank: under mpiexec only ``--backend mpi`` shares the work."""
+    from .parallel import launched_ranks
+
+    n = launched_ranks()
+    if n > 1 and backend != "mpi":
+        fix = "pass --backend mpi" if command in ("generate", "assimilate") else "run it without mpiexec"
+        raise ConfigError(f"`ldensf {command}` was started as {n} MPI ranks, but "
+                          f"{'--backend ' + backend if backend else 'it'} would run the whole job in every rank, "
+                          f"all writing the same files; {fix}")
+
+
 def _config(args, command: str, methods=(), surrogates=None):
     """The config of ``args``, refusing overrides ``command`` does not read (:mod:`ldensf_hpc.settings`).
 
@@ -89,6 +101,7 @@ def cmd_info(args) -> int:
 def cmd_generate(args) -> int:
     from .data.generate import generate
 
+    _single_process("generate", args.backend)
     cfg = _config(args, "generate")
     summary = generate(cfg, args.out, scheduler=args.scheduler, workers=args.workers, backend=args.backend)
     if summary.root:
@@ -99,6 +112,7 @@ def cmd_generate(args) -> int:
 def cmd_train(args) -> int:
     from .surrogate import train, training_order
 
+    _single_process("train", None)
     names = ["ldnet", "encoder"] if args.model == "all" else [args.model]
     summaries = train(_config(args, "train", surrogates=training_order(names)), args.data, args.out, names,
                       progress=not args.quiet)
@@ -111,6 +125,7 @@ def cmd_train(args) -> int:
 def cmd_assimilate(args) -> int:
     from .assimilate import assimilate_dataset, summary_table
 
+    _single_process("assimilate", args.backend)
     record = assimilate_dataset(_config(args, "assimilate", [args.filter], surrogates=()), args.data, args.out, method=args.filter, backend=args.backend,
                                 models=args.models)
     if record is not None:  # rank 0 only
@@ -121,6 +136,7 @@ def cmd_assimilate(args) -> int:
 def cmd_run(args) -> int:
     from .pipeline import LEGEND, capability_table, run, summary_table
 
+    _single_process("run", None)
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     try:
         levels = [float(v) for v in args.noise.split(",") if v.strip()]

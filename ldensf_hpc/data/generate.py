@@ -17,6 +17,7 @@ Examples::
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 import time
@@ -125,6 +126,23 @@ class Summary:
                 f"{self.bytes_written / 1e9:.3f} GB written in {self.wall_s:.1f} s -> {self.out / store.DATASET}")
 
 
+LOCK = ".lock"
+"""Held (``flock``) by the one process that writes a dataset directory, for as long as it runs."""
+
+
+def _lock_directory(root: Path):
+    """The open, exclusively locked ``root/.lock`` (released when this process ends); DataError if
+    another process holds it. The lock file is never written: a refused run changes nothing."""
+    handle = open(root / LOCK, "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise DataError(f"{root} is busy: another ldensf generate is writing into it; wait for it to finish, "
+                        "or use another --out directory") from None
+    return handle
+
+
 class Job:
     """The driver's view of one run: config, output directory, manifest and progress."""
 
@@ -150,6 +168,7 @@ class Job:
             raise DataError(f"output path {self.root} exists and is not a directory")
         try:
             (self.root / store.SHARDS).mkdir(parents=True, exist_ok=True)
+            self._lock = _lock_directory(self.root)
             old = store.read_manifest(self.root)
             if old is None and (self.root / store.DATASET).exists():
                 raise DataError(f"{self.root} holds a {store.DATASET} without {store.MANIFEST}; "
@@ -315,4 +334,13 @@ def generate(cfg, out, scheduler: str = "local", workers: int | None = None, bac
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown generation backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if backend != "dask" and (workers is not None or scheduler != "local"):
+        given = "--workers" if workers is not None else f"--scheduler {scheduler}"
+        raise ConfigError(f"{given} applies to --backend dask only (this run: --backend {backend}); drop it")
+    if backend == "dask":
+        from ..parallel.dask import check_scheduler
+
+        check_scheduler(scheduler)  # before the output directory is touched
     return BACKENDS[backend](cfg, out, progress=progress, scheduler=scheduler, workers=workers)

@@ -12,6 +12,20 @@ import sys
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
+LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
+"""Set by mpiexec (MPICH/Hydra, Open MPI, PMIx) in every rank it starts."""
+
+
+def launched_ranks() -> int:
+    """How many ranks the MPI launcher that started this process started (1 without one; no MPI import)."""
+    for name in LAUNCHER_SIZE_VARIABLES:
+        try:
+            return max(1, int(os.environ[name]))
+        except (KeyError, ValueError):
+            continue
+    return 1
+
+
 def thread_env(n_threads: int) -> dict[str, str]:
     """Environment variables that cap the thread pools of a new process at ``n_threads``."""
     return dict.fromkeys(THREAD_VARIABLES, str(max(1, int(n_threads))))

@@ -96,6 +96,13 @@ def _wait_for_a_worker(client, scheduler: str, timeout: float) -> None:
                            f"{timeout:g} s; {hint}") from None
 
 
+def check_scheduler(scheduler: str) -> None:
+    """BackendError unless ``scheduler`` is one of :data:`SCHEDULERS` or looks like an address."""
+    if scheduler not in SCHEDULERS and ":" not in scheduler:
+        raise BackendError(f"unknown Dask scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)} "
+                           "or give a scheduler address such as tcp://host:8786")
+
+
 @contextlib.contextmanager
 def dask_client(scheduler: str = "local", workers: int | None = None, cluster_cfg=None):
     """A connected ``distributed.Client`` with at least one worker; a cluster created here is closed on exit."""
@@ -103,13 +110,11 @@ def dask_client(scheduler: str = "local", workers: int | None = None, cluster_cf
 
     if workers is not None and workers < 1:
         raise BackendError(f"--workers must be >= 1, got {workers}")
+    check_scheduler(scheduler)
     if scheduler in SCHEDULERS:
         cluster = target = SCHEDULERS[scheduler](workers, cluster_cfg)
-    elif "://" in scheduler or ":" in scheduler:
-        cluster, target = None, scheduler
     else:
-        raise BackendError(f"unknown Dask scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)} "
-                           "or give a scheduler address such as tcp://host:8786")
+        cluster, target = None, scheduler
     try:
         try:
             client = Client(target, timeout="30s")
