@@ -51,6 +51,6 @@ part tests 80 "$PYTHON" -m pytest -q -m gpu -rs -p no:cacheprovider $(grep -l "m
 part kernel 90 "$PYTHON" benchmarks/kernel.py --gpu-only --budget 10 --out "$OUT/kernel_gpu.json"
 part solvers 40 "$PYTHON" benchmarks/solvers.py --gpu-only --out "$OUT/solvers_gpu.json"
 part peers 60 "$PYTHON" benchmarks/peers.py --gpu --members 8 100 --steps 50 --out "$OUT/peers_gpu.json"
-part training 40 "$PYTHON" benchmarks/training_cost.py --gpu-only --points 5000 --out "$OUT/training_cost_gpu.json"
+part training 40 "$PYTHON" benchmarks/training_cost.py --gpu-only --points 2000 --out "$OUT/training_cost_gpu.json"
 
 "$PYTHON" benchmarks/gpu_suite_summary.py "$OUT" | tee -a "$LOG"

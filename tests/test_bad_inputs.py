@@ -86,6 +86,8 @@ CASES = [
     (ASSIM + ["--filter", "ld_ensf", "--models", "missing"], "missing"),
     (ASSIM + ["--filter", "levda", "--models", "foreign"], "was trained on another dataset"),
     (ASSIM + ["--filter", "nosuch"], "invalid choice: 'nosuch'"),
+    (ASSIM + ["--filter", "levda", "--models", "empty"], "cannot read checkpoint empty/ldnet.pt: it is empty"),
+    (ASSIM + ["--filter", "levda", "--models", "garbage"], "garbage/ldnet.pt: it is not a checkpoint of ours"),
     (ASSIM + ["--filter", "ensf", "--set", "ensf.kernel=cuda"], "does not read ensf.kernel"),
     (ASSIM + ["--filter", "ld_ensf", "--models", "models", "--set", "ensf.kernel=bogus"],
      "ensf.kernel: unknown EnSF kernel backend 'bogus'"),
@@ -142,6 +144,9 @@ def workspace(tmp_path_factory):
     (root / "list.yaml").write_text("- 1\n- 2\n")
     (root / "adir").mkdir()
     (root / "afile").write_text("not a directory\n")
+    for name, content in (("empty", b""), ("garbage", bytes(range(256)) * 8)):
+        (root / name).mkdir()
+        (root / name / "ldnet.pt").write_bytes(content)
     return root
 
 
@@ -235,3 +240,28 @@ def test_mpiexec_without_the_mpi_backend_is_refused(workspace, monkeypatch, caps
     err = capsys.readouterr().err
     assert "was started as 2 MPI ranks" in err and len(err.strip().splitlines()) == 1, err
     assert snapshot(workspace) == before
+
+
+def test_regenerated_data_makes_every_derived_file_stale(tmp_path, monkeypatch, capsys):
+    """A dataset regenerated with another config in the same directory: the statistics are rebuilt,
+    and the checkpoints made from the old data are refused by train and by assimilate."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", *D, "--out", "d", "--backend", "serial"]) == 0
+    assert main(["train", *D, "--data", "d", "--out", "m", "--quiet", "--model", "ldnet"]) == 0
+    old_stats = json.loads((tmp_path / "d" / "normalization.json").read_text())
+    for name in ("shards", "manifest.json", "dataset.h5"):  # the user clears the data, keeps the rest
+        path = tmp_path / "d" / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    assert main(["generate", *D, "--out", "d", "--backend", "serial", "--set", "data.seed=9"]) == 0
+    capsys.readouterr()
+    assert main(["train", *D, "--data", "d", "--out", "m", "--quiet", "--model", "ldnet", "--set",
+                 "data.seed=9"]) == 2
+    assert "m/ldnet.pt was trained on another dataset" in capsys.readouterr().err
+    assert main(["assimilate", *D, "--data", "d", "--out", "a", "--filter", "levda", "--models", "m",
+                 "--set", "data.seed=9"]) == 2
+    assert "was trained on another dataset" in capsys.readouterr().err
+    new_stats = json.loads((tmp_path / "d" / "normalization.json").read_text())
+    assert new_stats["key"]["data"] != old_stats["key"]["data"]  # rebuilt for the new data
+    assert new_stats["field_std"] != old_stats["field_std"]

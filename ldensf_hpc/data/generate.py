@@ -139,7 +139,7 @@ def _lock_directory(root: Path):
     except BlockingIOError:
         handle.close()
         raise DataError(f"{root} is busy: another ldensf generate is writing into it; wait for it to finish, "
-                        "or use another --out directory") from None
+                        "or use another output directory (generate --out, run --workdir)") from None
     return handle
 
 
@@ -172,12 +172,12 @@ class Job:
             old = store.read_manifest(self.root)
             if old is None and (self.root / store.DATASET).exists():
                 raise DataError(f"{self.root} holds a {store.DATASET} without {store.MANIFEST}; "
-                                "use another --out directory")
+                                "use another output directory (generate --out, run --workdir)")
             if old is not None and store.canonical_json(old["config"]) != store.canonical_json(config):
                 was, now = _flatten(old["config"]), _flatten(config)
                 diff = sorted(k for k in {*was, *now} if was.get(k) != now.get(k))
                 raise DataError(f"{self.root} holds a dataset made with a different configuration "
-                                f"(differs in: {', '.join(diff)}); use another --out directory")
+                                f"(differs in: {', '.join(diff)}); use another output directory (generate --out, run --workdir)")
             self.manifest = store.new_manifest(self.cfg.case, config, self.cfg.data.n_trajectories,
                                                self.cfg.data.shard_size, self.frame_shape, self.n_params)
             if old is not None:

@@ -124,7 +124,7 @@ def _resume_state(model, path: Path, device, n_phases: int, data: dict | None) -
     same = {k: v for k, v in ckpt.items() if k not in ("state_dict", "training", "history", "data")}
     if same != {k: v for k, v in mine.items() if k != "state_dict"}:
         raise DataError(f"{path} was trained with another configuration or dataset; "
-                        "delete it or choose another --out to start over")
+                        "delete it, or train into another directory (train --out, run --workdir)")
     model.load_state_dict(ckpt["state_dict"])
     state = ckpt["training"]
     assert 0 <= state["phase"] <= n_phases, "checkpoint phase out of range"
@@ -227,9 +227,15 @@ def load_checkpoint(path, device="cpu") -> dict:
     if not path.is_file():
         raise DataError(f"no checkpoint at {path}; run `ldensf train --model {path.stem}` first")
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt/foreign files
-        raise DataError(f"cannot read checkpoint {path}: {exc}") from None
+        size = path.stat().st_size
+        why = "it is empty" if size == 0 else f"it is not a checkpoint of ours ({size} bytes, truncated or foreign)"
+        detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot read checkpoint {path}: {why} ({detail}); delete it and train again") from None
+    if not isinstance(ckpt, dict):
+        raise DataError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint of ours; delete it and train again")
+    return ckpt
 
 
 def finished(model_class, out_dir, device, data: dict | None = None) -> torch.nn.Module:
