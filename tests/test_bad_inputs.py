@@ -265,3 +265,37 @@ def test_regenerated_data_makes_every_derived_file_stale(tmp_path, monkeypatch, 
     new_stats = json.loads((tmp_path / "d" / "normalization.json").read_text())
     assert new_stats["key"]["data"] != old_stats["key"]["data"]  # rebuilt for the new data
     assert new_stats["field_std"] != old_stats["field_std"]
+
+
+def test_slurm_scheduler_without_slurm_is_refused_at_once(workspace, monkeypatch, capsys):
+    """The hang of old: --scheduler slurm where sbatch is missing now ends in one line, at once."""
+    monkeypatch.chdir(workspace)
+    monkeypatch.setenv("PATH", str(workspace / "adir"))  # no SLURM tools on it
+    assert main(["generate", *D, "--out", "new", "--scheduler", "slurm"]) == 2
+    assert "is not on PATH here" in capsys.readouterr().err
+    assert not (workspace / "new").exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_scheduler_without_workers_times_out_with_a_message():
+    from distributed import Client, LocalCluster
+
+    from ldensf_hpc.errors import BackendError
+    from ldensf_hpc.parallel.dask import _wait_for_a_worker
+
+    with LocalCluster(n_workers=0, dashboard_address=":0") as cluster, Client(cluster) as client:
+        with pytest.raises(BackendError, match="no Dask worker joined the local scheduler within "
+                                               "cluster.worker_timeout = 1 s"):
+            _wait_for_a_worker(client, "local", 1.0)
+
+
+@pytest.mark.skipif(shutil.which("mpiexec") is None, reason="needs mpiexec")
+def test_real_mpiexec_without_the_mpi_backend_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    run = subprocess.run(["mpiexec", "-n", "2", sys.executable, "-m", "ldensf_hpc.cli", "generate", *D, "--out",
+                          str(tmp_path / "d"), "--backend", "serial"], capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert run.stderr.count("was started as 2 MPI ranks") == 2  # each rank says so, neither writes
+    assert not (tmp_path / "d").exists()

@@ -76,7 +76,6 @@ def _check_slurm() -> None:
 
 
 def _slurm(workers: int | None, cluster_cfg):
-    _check_slurm()
     cluster = slurm_cluster(cluster_cfg)
     cluster.scale(workers or cluster_cfg.cores)
     return cluster
@@ -97,10 +96,12 @@ def _wait_for_a_worker(client, scheduler: str, timeout: float) -> None:
 
 
 def check_scheduler(scheduler: str) -> None:
-    """BackendError unless ``scheduler`` is one of :data:`SCHEDULERS` or looks like an address."""
+    """BackendError unless ``scheduler`` is one of :data:`SCHEDULERS` (SLURM: usable here) or looks like an address."""
     if scheduler not in SCHEDULERS and ":" not in scheduler:
         raise BackendError(f"unknown Dask scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)} "
                            "or give a scheduler address such as tcp://host:8786")
+    if scheduler == "slurm":
+        _check_slurm()
 
 
 @contextlib.contextmanager
