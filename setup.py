@@ -20,6 +20,8 @@ setup(
         "PyYAML>=6.0",
         "tqdm>=4.66",
         "matplotlib>=3.8",
+        "xarray>=2024.1",  # Assimilation.to_xarray
+        "h5netcdf>=1.3",  # its NetCDF-4 files
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-mpi>=0.6", "pytest-timeout>=2.3", "hypothesis>=6.100", "cmake>=3.27"],

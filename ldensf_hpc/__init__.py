@@ -21,6 +21,18 @@ LAYERS = (
     "plots",  # foundations
     "models", "observe", "cases",  # physics: truth solvers, observation operators, the case registry
     "kernels", "data", "surrogate", "filters",  # numerics, data, networks, the method registry
-    "experiment", "settings", "assimilate", "pipeline", "jobs", "cli",  # applications
+    "experiment", "settings", "assimilation", "api", "pipeline", "jobs", "cli",  # applications
 )
 """The package's layers, lowest first (subpackages and top-level modules)."""
+
+
+API = ("Case", "Assimilation", "assimilate")
+"""The public Python API (:mod:`ldensf_hpc.api`), imported on first use so that ``import ldensf_hpc`` stays light."""
+
+
+def __getattr__(name):
+    if name in API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'ldensf_hpc' has no attribute {name!r}")

@@ -123,11 +123,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_assimilate(args) -> int:
-    from .assimilate import assimilate_dataset, summary_table
+    from .assimilation import assimilate_dataset, summary_table
 
     _single_process("assimilate", args.backend)
-    record = assimilate_dataset(_config(args, "assimilate", [args.filter], surrogates=()), args.data, args.out, method=args.filter, backend=args.backend,
-                                models=args.models)
+    cfg = _config(args, "assimilate", [args.filter], surrogates=())
+    record = assimilate_dataset(cfg, args.data, args.out, method=args.filter, backend=args.backend, models=args.models)
     if record is not None:  # rank 0 only
         print(summary_table(record))
     return 0

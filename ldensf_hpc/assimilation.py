@@ -15,21 +15,82 @@ train-split std (:class:`~ldensf_hpc.experiment.Experiment`). With ``--backend m
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import cases
 from .data.store import write_json
 from .errors import ConfigError, DataError
 from .experiment import Experiment
 from .filters import make_method
+from .filters.base import MethodRun
 from .parallel.mpi import Sharding, world
 
 BACKENDS = {"serial": lambda: None, "mpi": world}
 
 
-def assimilate_dataset(cfg, data, out, method: str = "ensf", backend: str = "serial", models=None) -> dict | None:
-    """Run ``method`` on the dataset in ``data`` (checkpoints in ``models``) and write its record to ``out``."""
+@dataclass
+class Assimilation:
+    """One method's run on a held-out trajectory: the scored ``record`` (what
+    ``assimilate_<method>.json`` holds), the :class:`~ldensf_hpc.filters.base.MethodRun` and the truth."""
+
+    record: dict
+    run: MethodRun
+    truth: np.ndarray  # (T, F, ny, nx) physical, at the observation times
+    x: np.ndarray
+    y: np.ndarray
+    field_names: tuple[str, ...]
+    param_names: tuple[str, ...]
+    units: dict
+
+    def to_xarray(self):
+        """An ``xarray.Dataset``: per field the analysis mean, spread (member std) and truth over
+        (time, y, x), the members when kept, the parameter estimates; CF-style coordinates and units."""
+        import xarray as xr
+
+        r, u = self.record, self.units
+        dims = ("time", "y", "x")
+        data = {}
+        for i, name in enumerate(self.field_names):
+            attrs = {"units": u.get(name, "1")}
+            data[f"{name}_mean"] = (dims, self.run.mean[:, i], {**attrs, "long_name": f"analysis mean of {name}"})
+            if self.run.std is not None:
+                data[f"{name}_spread"] = (dims, self.run.std[:, i], {**attrs, "long_name": f"ensemble std of {name}"})
+            data[f"{name}_truth"] = (dims, self.truth[:, i], {**attrs, "long_name": f"true {name}"})
+            if self.run.members is not None:
+                data[f"{name}_members"] = (("time", "member", "y", "x"), self.run.members[:, :, i], attrs)
+        if self.run.params is not None:
+            data["params"] = (("time", "member", "param"), self.run.params, {"long_name": "parameter estimates"})
+            data["params_truth"] = (("param",), np.asarray(r["truth_params"]), {"long_name": "true parameters"})
+        data["full_rel_rmse"] = (("time",), np.asarray(r["full_rel_rmse"]),
+                                 {"units": "1", "long_name": "relative RMSE of the analysis mean, all fields"})
+        coords = {"time": ("time", np.asarray(r["time"]), {"units": u.get("time", "1"), "standard_name": "time"}),
+                  "x": ("x", self.x, {"units": u.get("x", "1"), "axis": "X"}),
+                  "y": ("y", self.y, {"units": u.get("y", "1"), "axis": "Y"}),
+                  "frame": ("time", np.asarray(r["frames"]), {"long_name": "stored frame index"})}
+        if self.run.params is not None:
+            coords["param"] = ("param", list(self.param_names))
+        attrs = {"method": r["method"], "case": r["case"], "preset": r["preset"], "trajectory": r["trajectory"],
+                 "noise": r["noise"], "noise_std": r["noise_std"], "members": r["members"],
+                 "Conventions": "CF-1.10", "source": "ldensf_hpc"}
+        return xr.Dataset(data, coords=coords, attrs=attrs)
+
+    def to_netcdf(self, path) -> Path:
+        """The :meth:`to_xarray` dataset as NetCDF-4 (h5netcdf engine), written atomically."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            self.to_xarray().to_netcdf(tmp, engine="h5netcdf")
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+
+def assimilate(cfg, data, method: str = "ensf", backend: str = "serial", models=None) -> Assimilation | None:
+    """Run ``method`` on the dataset in ``data`` (checkpoints in ``models``); the result on rank 0, None elsewhere."""
     if backend not in BACKENDS:
         raise ConfigError(f"unknown assimilation backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     filt = make_method(method, cfg)
@@ -61,10 +122,20 @@ def assimilate_dataset(cfg, data, out, method: str = "ensf", backend: str = "ser
                     "last_full_rel_rmse": scores["full_rel_rmse"][-1]},
         **run.timings, "T_init": experiment.T_init, "extra": run.extra, "config": cfg.to_dict(),
     }
-    path = Path(out) / f"assimilate_{filt.name}.json"
-    write_json(path, record)
-    record["path"] = str(path)
-    return record
+    model = problem.model
+    return Assimilation(record, run, experiment.truth, np.asarray(problem.x), np.asarray(problem.y),
+                        tuple(model.field_names), tuple(model.param_names),
+                        cases.get(cfg.case).units(model))
+
+
+def assimilate_dataset(cfg, data, out, method: str = "ensf", backend: str = "serial", models=None) -> dict | None:
+    """:func:`assimilate`, its record written to ``OUT/assimilate_<method>.json`` (returned with ``path``; rank 0)."""
+    result = assimilate(cfg, data, method, backend, models)
+    if result is None:
+        return None
+    path = Path(out) / f"assimilate_{result.record['method']}.json"
+    write_json(path, result.record)
+    return {**result.record, "path": str(path)}
 
 
 def summary_table(record: dict) -> str:
