@@ -62,3 +62,15 @@ def test_case_load_checks_like_the_command():
     assert ld.Case.load("kolmogorov", preset="tiny").name == "kolmogorov"
     with pytest.raises(AttributeError, match="no attribute 'nosuch'"):
         ld.nosuch  # noqa: B018
+
+
+def test_example_pipeline_runs_on_the_tiny_preset(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "pipeline_from_python.py"
+    run = subprocess.run([sys.executable, str(script), "--preset", "tiny", "--workdir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "time-mean rel-RMSE" in run.stdout and (tmp_path / "ld_ensf.nc").is_file()
