@@ -4,7 +4,8 @@
 runs the blocks in turn, each block's threads are ``blockDim`` host threads, ``__syncthreads``
 is a barrier among them and ``__shared__`` arrays are shared by the block in flight. A
 wrapper ``kernels/cuda/host/<name>.cpp`` includes ``../<name>.cu`` unchanged and exports a
-C entry point ``<name>_launch(blocks, threads, <the kernel's arguments>)``. So the kernels'
+C entry point ``<name>_launch(blocks, threads, <the kernel's arguments>)`` (0 on success), which
+:func:`launch` calls. So the kernels'
 logic — tiling, barriers, in-kernel Philox noise, index arithmetic — runs and is tested
 without a GPU, against the same references as on a device.
 
@@ -24,6 +25,8 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from .errors import BackendError
 
@@ -77,3 +80,21 @@ def library(name: str) -> ctypes.CDLL:
             if os.path.exists(partial):
                 os.unlink(partial)
     return ctypes.CDLL(str(target))
+
+
+_SCALARS = {np.int32: ctypes.c_int, np.int64: ctypes.c_longlong, np.uint64: ctypes.c_ulonglong,
+            np.float32: ctypes.c_float, np.float64: ctypes.c_double}
+
+
+def launch(name: str, blocks: int, threads: int, arguments) -> None:
+    """Launch ``kernels/cuda/<name>.cu`` on the CPU: ``blocks`` blocks of ``threads`` threads with
+    ``arguments`` in the kernel's order (C-contiguous NumPy arrays as pointers, NumPy scalars as
+    their C types, as the CuPy launch takes them)."""
+    function = getattr(library(name), f"{name}_launch")
+    function.restype = ctypes.c_int
+    function.argtypes = [ctypes.c_uint, ctypes.c_uint] + [
+        np.ctypeslib.ndpointer(a.dtype, flags="C_CONTIGUOUS") if isinstance(a, np.ndarray) else _SCALARS[type(a)]
+        for a in arguments]
+    code = function(blocks, threads, *(a.item() if isinstance(a, np.generic) else a for a in arguments))
+    if code != 0:
+        raise BackendError(f"the host build of {name}.cu refused the launch (code {code})")

@@ -8,7 +8,6 @@ per member, float32; d <= 32. :func:`host_analysis` runs the same kernel and lau
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 from pathlib import Path
@@ -90,13 +89,5 @@ def host_analysis(prior, obs, inv_var, table, noise, seed, mixture, clip, rows):
     Returns a float32 NumPy array.
     """
     width, blocks, arguments, out = _arguments(np, prior, obs, inv_var, table, noise, seed, mixture, clip, rows)
-    launch = cuda_host.library("ensf_fused").ensf_fused_launch
-    launch.restype = ctypes.c_int
-    launch.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint] + [_CTYPES[type(a)] for a in arguments]
-    if launch(width, blocks, THREADS, *(a.item() if isinstance(a, np.generic) else a for a in arguments)) != 0:
-        raise BackendError(f"the host build of ensf_fused.cu has no kernel of width {width}")
+    cuda_host.launch("ensf_fused", blocks, THREADS, (np.int32(width), *arguments))  # the wrapper picks the width
     return out
-
-
-_CTYPES = {np.ndarray: np.ctypeslib.ndpointer(flags="C_CONTIGUOUS"), np.int32: ctypes.c_int,
-           np.float32: ctypes.c_float, np.uint64: ctypes.c_ulonglong}

@@ -36,7 +36,6 @@ All use the same expressions in the same order, so they agree to round-off.
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 import math
 from dataclasses import dataclass
@@ -216,14 +215,8 @@ def _advance_cupy(state, n_steps, H, r, gr, fdt_u, fdt_v, threads=CUDA_THREADS):
 def _advance_cuda_host(state, n_steps, H, r, gr, fdt_u, fdt_v, threads=CUDA_THREADS):
     """The CUDA kernel and launch run on the CPU by host emulation (:mod:`ldensf_hpc.cuda_host`)."""
     state, bad, arguments = _cuda_arguments(np, state, n_steps, H, r, gr, fdt_u, fdt_v)
-    launch = cuda_host.library("swe_advance").swe_advance_launch
-    pointer = {np.float64: np.ctypeslib.ndpointer(np.float64, flags="C_CONTIGUOUS"),
-               np.int64: np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")}
-    launch.argtypes = [ctypes.c_uint, ctypes.c_uint] + [
-        pointer[a.dtype.type] if isinstance(a, np.ndarray) else {np.int32: ctypes.c_int}.get(type(a), ctypes.c_double)
-        for a in arguments]
     if len(state):
-        launch(len(state), threads, *(a.item() if isinstance(a, np.generic) else a for a in arguments))
+        cuda_host.launch("swe_advance", len(state), threads, arguments)
     return state, bad
 
 

@@ -3,7 +3,7 @@
 #include "cuda_host.h"
 #include "../ensf_fused.cu"
 
-extern "C" int ensf_fused_launch(int width, unsigned int blocks, unsigned int threads, const float *prior, int K,
+extern "C" int ensf_fused_launch(unsigned int blocks, unsigned int threads, int width, const float *prior, int K,
                                  int d, const float *obs, const float *inv_var, const float *table, int n_steps,
                                  int mixture, float clip, const float *noise, int has_noise,
                                  unsigned long long seed, int first, int n_rows, float *out)
