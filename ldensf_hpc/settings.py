@@ -24,29 +24,35 @@ READS = {
 surrogates (their own section) add theirs. ``run`` reads what the three read."""
 
 
-def _names(key: str):
-    """(what, allowed names) of a registry-valued setting, or None."""
-    if key in ("ensf.kernel", "ensf.full_space_kernel"):
-        from .kernels import BACKENDS
-        return "EnSF kernel backend", tuple(BACKENDS)
-    if key == "train.device":
-        from .surrogate.training import DEVICES
-        return "torch device", tuple(DEVICES)
-    if key == "ldnet.activation":
-        from .surrogate.ldnet import ACTIVATIONS
-        return "activation", tuple(ACTIVATIONS)
-    if key == "observe.sensors":
-        from .experiment import SENSORS
-        return "sensor layout", tuple(SENSORS)
-    if key == "ld_ensf.encoder":
-        from .filters.ld_ensf import ENCODERS
-        return "LD-EnSF encoder", ("auto", *ENCODERS)
-    return None
+def _kernels():
+    from .kernels import BACKENDS
+    return BACKENDS
 
 
-NAMED = ("ensf.kernel", "ensf.full_space_kernel", "train.device", "ldnet.activation", "observe.sensors",
-         "ld_ensf.encoder")
-"""The registry-valued settings (see :func:`_names`)."""
+def _devices():
+    from .surrogate.training import DEVICES
+    return DEVICES
+
+
+def _activations():
+    from .surrogate.ldnet import ACTIVATIONS
+    return ACTIVATIONS
+
+
+def _sensors():
+    from .experiment import SENSORS
+    return SENSORS
+
+
+def _encoders():
+    from .filters.ld_ensf import ENCODERS
+    return ("auto", *ENCODERS)
+
+
+NAMED = {"ensf.kernel": ("EnSF kernel backend", _kernels), "ensf.full_space_kernel": ("EnSF kernel backend", _kernels),
+         "train.device": ("torch device", _devices), "ldnet.activation": ("activation", _activations),
+         "observe.sensors": ("sensor layout", _sensors), "ld_ensf.encoder": ("LD-EnSF encoder", _encoders)}
+"""The registry-valued settings: key -> (what it names, the names allowed; imported only when read)."""
 
 
 def reads(command: str, methods=(), surrogates=()) -> tuple[str, ...]:
@@ -102,10 +108,10 @@ def check(cfg, overrides, command: str, methods=(), surrogates=()) -> None:
             scope = f" with {', '.join(methods)}" if methods else ""
             raise ConfigError(f"--set {text}: `ldensf {command}`{scope} does not read {key} "
                               f"({_readers(key, cfg, command)}); drop it here")
-    for key in NAMED:
+    for key, (what, names) in NAMED.items():
         if not _covered(key, used, cfg.case):
             continue
-        what, allowed = _names(key)
+        allowed = tuple(names())
         value = _value(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}: unknown {what} {value!r}; choose one of {', '.join(allowed)}")
