@@ -28,12 +28,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--case", choices=list(CASES), default=None,
-                   help=f"test case (default: the config's case:, else {DEFAULT_CASE})")
+    p.add_argument("--case", default=None, metavar="CASE",
+                   help=f"test case: {', '.join(CASES)}, or package.module:Class of your own (a ModelCase) "
+                        f"(default: the config's case:, else {DEFAULT_CASE})")
     p.add_argument("--preset", default="small", help=f"one of {', '.join(PRESETS)} (default: %(default)s)")
     p.add_argument("--config", default=None, help="YAML file merged over the preset")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config field, e.g. --set swe.n=64 (repeatable)")
+                   help="override any config field, e.g. --set swe.n=64 or, for any case, --set model.n=64 (repeatable)")
 
 
 def _single_process(command: str, backend: str | None) -> None:

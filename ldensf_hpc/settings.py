@@ -7,7 +7,8 @@ to ``train``, whose dataset fixes the grid) is refused in one line naming the co
 read it. Settings whose values are registry names (kernels, devices, activations, sensors,
 encoders) are checked against those registries when the command reads them.
 
-Keys are ``section`` or ``section.field``; :data:`MODEL` stands for the case's solver section.
+Keys are ``section`` or ``section.field``; :data:`MODEL` stands for the case's solver section
+(``model`` in an override).
 """
 from __future__ import annotations
 
@@ -104,6 +105,8 @@ def check(cfg, overrides, command: str, methods=(), surrogates=()) -> None:
     used = reads(command, methods, surrogates)
     for text in overrides:
         key = text.split("=", 1)[0].strip()
+        if key == "model" or key.startswith("model."):  # the case's section under its alias
+            key = cfg.case + key[len("model"):]
         if key not in ("case", "preset") and not _covered(key, used, cfg.case):
             scope = f" with {', '.join(methods)}" if methods else ""
             raise ConfigError(f"--set {text}: `ldensf {command}`{scope} does not read {key} "

@@ -10,6 +10,11 @@ Presets: ``presets/<preset>.yaml`` holds the case-independent settings and
 layout and surrogate sizes); :func:`load_config` merges preset, case preset, a YAML
 file and ``--set`` overrides, in that order. A new case is one module here, one
 line in :data:`CASES` and its preset files.
+
+A case of the user's own, outside the package, is a :class:`ModelCase` subclass (its model,
+section and presets) named by its import path, ``--case package.module:Class``, or by
+an entry point of the group ``ldensf_hpc.cases``. In a YAML file and in ``--set`` the
+section ``model`` stands for the case's own section (``--set model.n=64``).
 """
 from __future__ import annotations
 
@@ -31,7 +36,9 @@ from ..registry import Registry
 CASES = Registry("case", {
     "swe": "ldensf_hpc.cases.swe:SWE",
     "kolmogorov": "ldensf_hpc.cases.kolmogorov:Kolmogorov",
-})
+}, group="ldensf_hpc.cases", importable=True,
+    accept=lambda obj: None if isinstance(obj, type) and issubclass(obj, Case) and not getattr(obj, "__abstractmethods__", None)
+    else "is not a complete subclass of ldensf_hpc.cases.Case (see ModelCase)")
 PRESETS = ("tiny", "small", "paper")
 DEFAULT_CASE = "swe"
 
@@ -81,15 +88,54 @@ class Case(ABC):
         """The sparse sensor grid of ``cfg.observe`` (every ``stride``-th point of every field)."""
         return grid_operator(shape, cfg.observe.stride, periodic=self.periodic)
 
+    def preset(self, preset: str) -> dict:
+        """The case's own settings at ``preset`` (``presets/<case>/<preset>.yaml``)."""
+        return _read_preset(preset, self.name)
+
     def forecast_steps(self, cfg: Config) -> int:
         """Solver steps from the first to the last stored frame."""
         s = self.schedule(cfg.model)
         return (s.n_frames - 1) * s.steps_per_frame
 
 
+class ModelCase(Case):
+    """A case around any model of the protocol of :mod:`ldensf_hpc.models` (e.g. the user's own).
+
+    Subclasses set ``model_class`` (built from its section) and ``config_class``
+    (a dataclass with ``n_frames``, ``steps_per_frame`` and optionally ``warmup_frames``), and
+    may set ``presets`` (``{preset: {section: {field: value}}}``, the section ``model`` being
+    the case's own), ``periodic``, ``grid_offset`` and ``plotting``. The model's ``grid`` holds
+    ``dx``; its ``units`` (a dict, optional) names the units of fields, parameters, x, y and time.
+    """
+
+    label: ClassVar[str] = ""
+    periodic: ClassVar[bool] = False
+    grid_offset: ClassVar[float] = 0.0
+    presets: ClassVar[dict] = {}
+
+    def schedule(self, section) -> FrameSchedule:
+        """``warmup_frames`` frames dropped (default 0), then ``n_frames`` kept ``steps_per_frame`` steps apart."""
+        warmup = getattr(section, "warmup_frames", 0)
+        if section.steps_per_frame < 1 or section.n_frames < 2 or warmup < 0:
+            raise ConfigError(f"{self.name}: steps_per_frame must be >= 1, n_frames >= 2 and warmup_frames >= 0")
+        return FrameSchedule(warmup * section.steps_per_frame, section.steps_per_frame, section.n_frames)
+
+    def units(self, model) -> dict:
+        quantities = (*model.field_names, *model.param_names, "x", "y", "time")
+        return {q: getattr(model, "units", {}).get(q, "1") for q in quantities}
+
+    def preset(self, preset: str) -> dict:
+        values = dict(self.presets.get(preset, {}))
+        if "model" in values:
+            values[self.name] = values.pop("model")
+        return values
+
+
 def get(name: str) -> Case:
-    """The registered case ``name`` (an instance)."""
-    return CASES[name]()
+    """The registered case ``name`` (an instance, named as registered: an import path or an entry point's name)."""
+    case = CASES[name]()
+    case.name = name
+    return case
 
 
 def _read_preset(preset: str, case: str | None = None) -> dict:
@@ -130,7 +176,9 @@ def load_config(preset: str = "small", case: str | None = None, overrides=(), pa
     if case is not None and named is not None and named != case:
         raise ConfigError(f"case {named!r} in the config file or --set contradicts --case {case}; give one of them")
     case = CASES.check(case or named or DEFAULT_CASE)
-    values = merge(merge(_read_preset(preset), _read_preset(preset, case)), extra)
+    if "model" in extra:  # the case's own section, whatever its name
+        extra = merge({k: v for k, v in extra.items() if k != "model"}, {case: extra["model"]})
+    values = merge(merge(_read_preset(preset), get(case).preset(preset)), extra)
     foreign = sorted(k for k in values if k in CASES and k != case)
     if foreign:
         raise ConfigError(f"settings for case {foreign[0]!r} were given, but the case is {case!r}; "

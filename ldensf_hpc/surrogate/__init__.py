@@ -60,10 +60,15 @@ def training_order(names) -> list[str]:
 
 def _derived_from(cfg, data_dir: Path, out_dir: Path, name: str) -> dict:
     """What a finished surrogate's summary (its train/val/test errors) is derived from: its checkpoint
-    (model settings, weights, observation grid), the dataset manifest and the split (``data``)."""
+    (weights), the dataset manifest, the split (``data``) and the settings it was trained with (its
+    own section, ``train`` but the thread count, ``observe``), so that changed settings retrain."""
+    values = cfg.to_dict()
+    settings = {name: values.get(name), "observe": values["observe"],
+                "train": {k: v for k, v in values["train"].items() if k != "threads"}}
     return {"checkpoint_sha256": sha256_file(out_dir / f"{name}.pt"),
             "data_manifest_sha256": sha256_file(data_dir / MANIFEST),
-            "data_sha256": sha256_text(canonical_json(cfg.to_dict()["data"]))}
+            "data_sha256": sha256_text(canonical_json(values["data"])),
+            "settings_sha256": sha256_text(canonical_json(settings))}
 
 
 def _reusable_summary(cfg, data_dir: Path, out_dir: Path, name: str) -> dict | None:
