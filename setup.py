@@ -20,8 +20,9 @@ setup(
         "PyYAML>=6.0",
         "tqdm>=4.66",
         "matplotlib>=3.8",
-        "xarray>=2024.1",  # Assimilation.to_xarray
-        "h5netcdf>=1.3",  # its NetCDF-4 files
+        "xarray>=2024.1",  # Assimilation.to_xarray, ldensf import
+        "h5netcdf>=1.3",  # NetCDF-4 files
+        "zarr>=2.18",  # ldensf import of Zarr stores
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-mpi>=0.6", "pytest-timeout>=2.3", "hypothesis>=6.100", "cmake>=3.27"],

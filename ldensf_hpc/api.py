@@ -19,19 +19,52 @@ from .assimilation import Assimilation
 from .assimilation import assimilate as _assimilate
 from .cases import load_config
 from .config import Config
+from .data.store import read_manifest
+
+
+@dataclass
+class ImportSummary:
+    """What ``ldensf import`` wrote: the store's summary and the layout found in the source."""
+
+    store: object
+    layout: object
+
+    def __str__(self) -> str:
+        layout = self.layout
+        text = (f"{self.store}\n  fields {', '.join(layout.fields)} over ({layout.y}, {layout.x}); parameters "
+                f"{', '.join(layout.param_names)}")
+        return text + (f"; not imported: {', '.join(layout.ignored)}" if layout.ignored else "")
 
 
 @dataclass
 class Case:
-    """A case at a preset with overrides: its whole :class:`~ldensf_hpc.config.Config`."""
+    """A case at a preset with overrides: its whole :class:`~ldensf_hpc.config.Config`
+    (and, for :meth:`from_dataset`, the summary of the import)."""
 
     cfg: Config
+    imported: object = None
 
     @classmethod
-    def load(cls, name: str | None = None, preset: str = "small", *, overrides=(), config=None) -> Case:
-        """Case ``name`` (a registered case) at ``preset``, then the YAML file ``config``, then ``overrides``
-        (``"section.field=value"`` strings, as ``--set``)."""
-        return cls(load_config(preset, case=name, overrides=list(overrides), path=config))
+    def load(cls, name: str | None = None, preset: str = "small", *, overrides=(), config=None, data=None) -> Case:
+        """Case ``name`` (a registered case, or ``"package.module:Class"`` of your own) at ``preset``, then the
+        YAML file ``config``, then ``overrides`` (``"section.field=value"`` strings, as ``--set``). With
+        ``data`` (a dataset directory) and no ``name``, the dataset's case and solver settings."""
+        made = None
+        if data is not None:
+            made = (read_manifest(Path(data)) or {}).get("config")
+        return cls(load_config(preset, case=name, overrides=list(overrides), path=config, dataset=made))
+
+    @classmethod
+    def from_dataset(cls, source, out, *, preset: str = "small", trajectory: str = "trajectory", fields=None,
+                     params=None, periodic: bool = False, shard_size: int = 4) -> Case:
+        """Import ``source`` (a NetCDF/HDF5 file, a Zarr directory or an ``xarray.Dataset``) into the dataset
+        directory ``out`` (as ``ldensf import``; :mod:`ldensf_hpc.data.importer`) and return its case
+        at ``preset``; ``case.imported`` says what was written."""
+        from .data.importer import import_dataset
+
+        summary, cfg, layout = import_dataset(source, out, preset=preset, trajectory=trajectory, fields=fields,
+                                              params=params, periodic=periodic, shard_size=shard_size)
+        return cls(cfg, imported=ImportSummary(summary, layout))
 
     @property
     def name(self) -> str:

@@ -105,6 +105,9 @@ def assimilate(cfg, data, method: str = "ensf", backend: str = "serial", models=
     if shards.size > 1 and not filt.capabilities.member_sharding:
         raise ConfigError(f"{filt.label} does not shard its members over MPI ranks; run it with --backend serial")
     experiment = shards.collective(lambda: Experiment(cfg, data, models, sharding=shards, fields="moments"))
+    reason = experiment.unsupported(filt)
+    if reason:
+        raise ConfigError(f"{filt.label} {reason}; choose another method")
     obs = experiment.observations(cfg.observe.noise)
     seed = cfg.data.seed
     run = shards.collective(filt.assimilate, experiment.problem, obs, seed)

@@ -12,6 +12,7 @@ import os
 import platform
 import shlex
 import sys
+from pathlib import Path
 
 from . import __version__
 from .cases import CASES, DEFAULT_CASE, PRESETS, load_config
@@ -58,11 +59,37 @@ def _config(args, command: str, methods=(), surrogates=None):
     from . import settings
     from .filters import make_method
 
-    cfg = load_config(args.preset, case=args.case, overrides=args.overrides, path=args.config)
+    cfg = load_config(args.preset, case=args.case, overrides=args.overrides, path=args.config,
+                      dataset=_dataset_config(getattr(args, "data", None)))
     if surrogates is None:
         surrogates = tuple(dict.fromkeys(s for m in methods for s in make_method(m, cfg).surrogates(cfg)))
     settings.check(cfg, args.overrides, command, methods, surrogates)
     return cfg
+
+
+def _dataset_config(data) -> dict | None:
+    """The generation config of the dataset directory ``data`` (None: no dataset there yet)."""
+    from .data.store import read_manifest
+
+    if data is None or not os.path.isdir(data):
+        return None
+    manifest = read_manifest(Path(data))
+    return None if manifest is None else manifest["config"]
+
+
+def cmd_import(args) -> int:
+    from .api import Case
+
+    _single_process("import", None)
+    case = Case.from_dataset(args.source, args.out, preset=args.preset, trajectory=args.trajectory_dim,
+                             fields=_names(args.fields), params=_names(args.params), periodic=args.periodic,
+                             shard_size=args.shard_size)
+    print(case.imported)
+    return 0
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
 
 
 def cmd_info(args) -> int:
@@ -143,8 +170,9 @@ def cmd_run(args) -> int:
         levels = [float(v) for v in args.noise.split(",") if v.strip()]
     except ValueError:
         raise ConfigError(f"--noise takes comma-separated fractions, e.g. 0,0.05,0.1,0.2; got {args.noise!r}") from None
-    report = run(_config(args, "run", [m for m in methods if m in METHODS]), args.workdir, methods=methods, levels=levels, generate_backend=args.backend,
-                 progress=not args.quiet, command=args.command_line)
+    report = run(_config(args, "run", [m for m in methods if m in METHODS]), args.workdir, methods=methods,
+                 levels=levels, generate_backend=args.backend, progress=not args.quiet, command=args.command_line,
+                 data=args.data)
     if report.get("reused"):
         print(f"reusing the report of a run with the same inputs (config, methods, noise levels, dataset, "
               f"checkpoints; digest {report['inputs_sha256'][:12]})")
@@ -191,6 +219,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="dask workers (default: CPU count)")
     p.set_defaults(func=cmd_generate)
 
+    p = sub.add_parser("import", help="import your own trajectories (NetCDF, Zarr, HDF5) as a dataset (resumable)")
+    p.add_argument("source", help="a NetCDF/HDF5 file or a Zarr directory readable by xarray")
+    p.add_argument("--out", required=True, help="dataset directory to write (as `ldensf generate --out`)")
+    p.add_argument("--preset", default="small", help=f"network and observation sizes: one of {', '.join(PRESETS)} "
+                   "(default: %(default)s)")
+    p.add_argument("--trajectory-dim", default="trajectory", help="the trajectory dimension (default: %(default)s)")
+    p.add_argument("--fields", default=None, help="comma-separated field variables (default: every variable over "
+                   "trajectory, time and the 2-D grid)")
+    p.add_argument("--params", default=None, help="comma-separated parameter variables (default: every variable "
+                   "over the trajectory dimension alone or with one parameter dimension)")
+    p.add_argument("--periodic", action="store_true", help="the grid wraps around in both directions")
+    p.add_argument("--shard-size", type=int, default=4, help="trajectories per HDF5 shard (default: %(default)s)")
+    p.set_defaults(func=cmd_import)
+
     p = sub.add_parser("train", help="train the LDNet and the LSTM encoder (resumes from OUT/*.pt)")
     _add_config_args(p)
     p.add_argument("--data", required=True, help="dataset directory written by `ldensf generate`")
@@ -216,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--workdir", default=None, help="where data, checkpoints and the report go "
                    "(default: runs/CASE-PRESET; reused when present)")
+    p.add_argument("--data", default=None, help="an existing dataset (e.g. of `ldensf import`) instead of "
+                   "generating WORKDIR/data; its case and solver settings are the run's")
     p.add_argument("--methods", default="free,ensf,latent_ensf,ld_ensf,letkf,levda",
                    help=f"comma-separated, from {', '.join(METHODS)} (default: %(default)s)")
     p.add_argument("--noise", default="0,0.05,0.1,0.2",

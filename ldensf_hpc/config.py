@@ -257,6 +257,8 @@ def _coerce(tp, value, where: str):
         return _build(tp, value, where)
     if origin is tuple:
         args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[str, ...]: any length
+            args = args[:1] * len(value) if isinstance(value, (list, tuple)) else ()
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
         return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))

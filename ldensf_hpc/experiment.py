@@ -28,7 +28,7 @@ from .data import store as data_store
 from .data.dataset import TrajectoryStore, load_normalization, split_indices
 from .errors import ConfigError, DataError, InputError
 from .filters import make_method
-from .filters.base import FILTER_STREAM, PRIOR_STREAM, MethodRun, ObservationSet, Problem, Trajectory
+from .filters.base import FILTER_STREAM, FULL_SOLVER, PRIOR_STREAM, MethodRun, ObservationSet, Problem, Trajectory
 from .observe import moving_points
 from .parallel.mpi import Sharding
 from .surrogate import SURROGATES
@@ -37,7 +37,6 @@ from .surrogate.training import finished
 SENSOR_STREAM, TIMES_STREAM = 15, 16
 """Random streams ``rng_for(seed, STREAM)`` of the moving sensors and the irregular times."""
 SENSORS = ("grid", "moving")
-IGNORED_SOLVER_KEYS = ("backend", "workers")  # how the data was computed, not what it is
 
 
 def check_dataset(cfg, trajectories: TrajectoryStore) -> None:
@@ -47,7 +46,8 @@ def check_dataset(cfg, trajectories: TrajectoryStore) -> None:
         raise DataError(f"the dataset at {trajectories.data_dir} is a {made['case']} dataset, not {cfg.case}; "
                         f"use --case {made['case']}")
     wanted = cfg.to_dict()[cfg.case]
-    diff = sorted(k for k, v in wanted.items() if k not in IGNORED_SOLVER_KEYS and made[cfg.case].get(k) != v)
+    same = lambda a, b: data_store.canonical_json(a) == data_store.canonical_json(b)  # noqa: E731 (tuples vs JSON lists)
+    diff = sorted(k for k, v in wanted.items() if k not in cases.COMPUTE_KEYS and not same(made[cfg.case].get(k), v))
     if diff:
         raise DataError(f"the dataset at {trajectories.data_dir} was made with other {cfg.case} settings "
                         f"(differs in: {', '.join(diff)}); use the preset and --set options it was generated with")
@@ -114,7 +114,11 @@ class Experiment:
             raise ConfigError(f"ensf.ensemble_size must be >= 2, got {K}")
         sharding = sharding if sharding is not None else Sharding(K)
         t0 = time.perf_counter()
-        start, params = prior_members(model, sharding.rows, seed, schedule.warmup_steps)
+        self.has_solver = getattr(model, "has_solver", True)
+        if self.has_solver:
+            start, params = prior_members(model, sharding.rows, seed, schedule.warmup_steps)
+        else:
+            start, params = recorded_prior(store, self.splits["train"], sharding.rows, seed)
         self.T_init = sharding.max(time.perf_counter() - t0)
         self._surrogates = {}
         self.model_dir = None if model_dir is None else Path(model_dir)
@@ -169,10 +173,16 @@ class Experiment:
             out["param_spread"] = run.params.std(axis=1, ddof=1).tolist()
         return out
 
+    def unsupported(self, method) -> str | None:
+        """Why ``method`` cannot run on this experiment (its observation setting, or no solver), or None."""
+        if not self.has_solver and method.dynamics == FULL_SOLVER:
+            return "needs the full solver, and this dataset was imported without one"
+        return method.unsupported(self.cfg)
+
     def run(self, name: str, observations: ObservationSet) -> dict:
         """Method ``name`` on this experiment: its metrics, timings and what it reports, or why it was skipped."""
         method = make_method(name, self.cfg)
-        reason = method.unsupported(self.cfg)
+        reason = self.unsupported(method)
         if reason:
             return {"skipped": reason}
         seed = int(rng_for(self.cfg.data.seed, FILTER_STREAM).integers(2**62))
@@ -200,6 +210,15 @@ def prior_members(model, rows: slice, seed: int, warmup_steps: int = 0):
     params = np.concatenate(params)
     state = np.concatenate(states)
     return (model.step(state, params, warmup_steps) if warmup_steps else state), params
+
+
+def recorded_prior(store: TrajectoryStore, train, rows: slice, seed: int):
+    """Members ``rows`` of a prior drawn from recorded data (no solver): member ``k`` is the first frame
+    and the parameters of the training trajectory drawn by ``rng_for(seed, PRIOR_STREAM, k)``."""
+    if len(train) == 0:
+        raise DataError("the dataset's training split is empty: the prior ensemble is drawn from it")
+    picks = [int(train[rng_for(seed, PRIOR_STREAM, k).integers(len(train))]) for k in range(rows.start, rows.stop)]
+    return np.stack([store.frames(j)[0].astype(np.float64) for j in picks]), store.params[picks]
 
 
 def compare(experiment: Experiment, methods, level: float, progress=None) -> dict:

@@ -204,8 +204,11 @@ def _previous_report(work: Path, inputs: dict) -> dict | None:
 
 
 def run(cfg, workdir=None, *, methods=DEFAULT_METHODS, levels=None, generate_backend: str = "dask",
-        progress: bool = True, command: str | None = None) -> dict:
+        progress: bool = True, command: str | None = None, data=None) -> dict:
     """The whole pipeline; returns the report (also written to ``WORKDIR/report.json`` and ``report.md``).
+
+    ``data``: an existing dataset directory (``ldensf import``, or generated elsewhere) used instead
+    of generating ``WORKDIR/data``.
 
     A rerun with the same inputs (:func:`inputs_fingerprint`) reuses the report and says so
     (``report["reused"]``); a run with other inputs moves the older report and its plots to
@@ -215,10 +218,11 @@ def run(cfg, workdir=None, *, methods=DEFAULT_METHODS, levels=None, generate_bac
     methods = check_methods(methods)
     levels = noise_levels(levels if levels is not None else [cfg.observe.noise])
     work = Path(workdir or Path("runs") / f"{cfg.case}-{cfg.preset}")
-    data_dir, model_dir = work / "data", work / "models"
+    data_dir, model_dir = (work / "data" if data is None else Path(data)), work / "models"
     stages = {}
     t0 = time.perf_counter()
-    generate(cfg, data_dir, backend=generate_backend, progress=progress)
+    if data is None:
+        generate(cfg, data_dir, backend=generate_backend, progress=progress)
     stages["generate"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     needed = surrogates_needed(cfg, methods)

@@ -36,6 +36,7 @@ from ..registry import Registry
 CASES = Registry("case", {
     "swe": "ldensf_hpc.cases.swe:SWE",
     "kolmogorov": "ldensf_hpc.cases.kolmogorov:Kolmogorov",
+    "imported": "ldensf_hpc.cases.imported:Imported",
 }, group="ldensf_hpc.cases", importable=True,
     accept=lambda obj: None if isinstance(obj, type) and issubclass(obj, Case) and not getattr(obj, "__abstractmethods__", None)
     else "is not a complete subclass of ldensf_hpc.cases.Case (see ModelCase)")
@@ -160,12 +161,18 @@ def _read_file(path) -> dict:
     return values
 
 
-def load_config(preset: str = "small", case: str | None = None, overrides=(), path: str | Path | None = None
-                ) -> Config:
+COMPUTE_KEYS = ("backend", "workers")
+"""Solver settings that say how data is computed, not what it is (a dataset does not fix them)."""
+
+
+def load_config(preset: str = "small", case: str | None = None, overrides=(), path: str | Path | None = None,
+                dataset: dict | None = None) -> Config:
     """The config of ``case`` at ``preset``, then the YAML file ``path``, then ``overrides`` (``key.sub=value``).
 
-    The case is ``case`` if given, else a ``case:`` of the file or overrides, else
-    :data:`DEFAULT_CASE`; a file or override naming another case than ``case`` is refused.
+    The case is ``case`` if given, else a ``case:`` of the file or overrides, else the case of
+    ``dataset`` (the generation config of a dataset's manifest), else :data:`DEFAULT_CASE`; a file
+    or override naming another case than ``case`` is refused. A dataset of that case supplies its
+    solver section (below the file and the overrides): a command on a dataset reads what it is.
     """
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -175,10 +182,14 @@ def load_config(preset: str = "small", case: str | None = None, overrides=(), pa
     named = extra.pop("case", None)
     if case is not None and named is not None and named != case:
         raise ConfigError(f"case {named!r} in the config file or --set contradicts --case {case}; give one of them")
-    case = CASES.check(case or named or DEFAULT_CASE)
+    case = CASES.check(case or named or (dataset or {}).get("case") or DEFAULT_CASE)
     if "model" in extra:  # the case's own section, whatever its name
         extra = merge({k: v for k, v in extra.items() if k != "model"}, {case: extra["model"]})
-    values = merge(merge(_read_preset(preset), get(case).preset(preset)), extra)
+    values = merge(_read_preset(preset), get(case).preset(preset))
+    if dataset is not None and dataset.get("case") == case:
+        made = {k: v for k, v in dataset.get(case, {}).items() if k not in COMPUTE_KEYS}
+        values = merge(values, {case: made})
+    values = merge(values, extra)
     foreign = sorted(k for k in values if k in CASES and k != case)
     if foreign:
         raise ConfigError(f"settings for case {foreign[0]!r} were given, but the case is {case!r}; "

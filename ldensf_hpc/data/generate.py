@@ -143,6 +143,36 @@ def _lock_directory(root: Path):
     return handle
 
 
+def open_directory(root: Path, case: str, config: dict, n_trajectories: int, shard_size: int, frame_shape,
+                   n_params: int) -> tuple[dict, object]:
+    """Create or check the dataset directory ``root`` for data made with ``config``: lock it, refuse a
+    directory holding other data, remove stale temporary shards and (re)write the manifest, keeping the
+    checksums of an earlier run of the same config. Returns the manifest and the held lock."""
+    if root.exists() and not root.is_dir():
+        raise DataError(f"output path {root} exists and is not a directory")
+    try:
+        (root / store.SHARDS).mkdir(parents=True, exist_ok=True)
+        lock = _lock_directory(root)
+        old = store.read_manifest(root)
+        if old is None and (root / store.DATASET).exists():
+            raise DataError(f"{root} holds a {store.DATASET} without {store.MANIFEST}; "
+                            "use another output directory (generate --out, run --workdir)")
+        if old is not None and store.canonical_json(old["config"]) != store.canonical_json(config):
+            was, now = _flatten(old["config"]), _flatten(config)
+            diff = sorted(k for k in {*was, *now} if was.get(k) != now.get(k))
+            raise DataError(f"{root} holds a dataset made with a different configuration "
+                            f"(differs in: {', '.join(diff)}); use another output directory (generate --out, run --workdir)")
+        manifest = store.new_manifest(case, config, n_trajectories, shard_size, frame_shape, n_params)
+        if old is not None:
+            manifest["shards"] = old["shards"]
+        for stale in (root / store.SHARDS).glob("*.tmp"):
+            stale.unlink(missing_ok=True)
+        store.write_manifest(root, manifest)
+    except OSError as exc:
+        raise DataError(f"cannot write to output directory {root}: {exc.strerror or exc}") from None
+    return manifest, lock
+
+
 class Job:
     """The driver's view of one run: config, output directory, manifest and progress."""
 
@@ -163,30 +193,9 @@ class Job:
 
     def open(self) -> list[dict]:
         """Create or check the output directory and manifest; return the shard entries to run."""
-        config = generation_config(self.cfg)
-        if self.root.exists() and not self.root.is_dir():
-            raise DataError(f"output path {self.root} exists and is not a directory")
-        try:
-            (self.root / store.SHARDS).mkdir(parents=True, exist_ok=True)
-            self._lock = _lock_directory(self.root)
-            old = store.read_manifest(self.root)
-            if old is None and (self.root / store.DATASET).exists():
-                raise DataError(f"{self.root} holds a {store.DATASET} without {store.MANIFEST}; "
-                                "use another output directory (generate --out, run --workdir)")
-            if old is not None and store.canonical_json(old["config"]) != store.canonical_json(config):
-                was, now = _flatten(old["config"]), _flatten(config)
-                diff = sorted(k for k in {*was, *now} if was.get(k) != now.get(k))
-                raise DataError(f"{self.root} holds a dataset made with a different configuration "
-                                f"(differs in: {', '.join(diff)}); use another output directory (generate --out, run --workdir)")
-            self.manifest = store.new_manifest(self.cfg.case, config, self.cfg.data.n_trajectories,
-                                               self.cfg.data.shard_size, self.frame_shape, self.n_params)
-            if old is not None:
-                self.manifest["shards"] = old["shards"]
-            for stale in (self.root / store.SHARDS).glob("*.tmp"):
-                stale.unlink(missing_ok=True)
-            store.write_manifest(self.root, self.manifest)
-        except OSError as exc:
-            raise DataError(f"cannot write to output directory {self.root}: {exc.strerror or exc}") from None
+        self.manifest, self._lock = open_directory(self.root, self.cfg.case, generation_config(self.cfg),
+                                                   self.cfg.data.n_trajectories, self.cfg.data.shard_size,
+                                                   self.frame_shape, self.n_params)
         return [dict(entry) for entry in self.manifest["shards"]]
 
     @staticmethod

@@ -305,6 +305,10 @@ class EnsembleSeries:
         return np.asarray(self._std)
 
 
+FULL_SOLVER = "full solver"
+"""The :attr:`Method.dynamics` of methods that step the case's solver (skipped on data without one)."""
+
+
 class Method(ABC):
     """Base class of the registered methods (see the module docstring).
 

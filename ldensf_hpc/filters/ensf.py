@@ -38,7 +38,7 @@ from .. import kernels
 from ..backend import array_module
 from ..errors import ConfigError
 from ..sde import Schedule, schedule
-from .base import Capabilities, Observation, check_inputs
+from .base import FULL_SOLVER, Capabilities, Observation, check_inputs
 from .cycle import SequentialFilter
 
 
@@ -104,7 +104,7 @@ class EnSF(ScoreSettings, SequentialFilter):
     capabilities: ClassVar[Capabilities] = Capabilities(parameters=False, irregular_times=True,
                                                         moving_sensors=True, smoother=False, member_sharding=True)
     space: ClassVar[str] = "full state"
-    dynamics: ClassVar[str] = "full solver"
+    dynamics: ClassVar[str] = FULL_SOLVER
 
     @classmethod
     def from_config(cls, cfg) -> EnSF:

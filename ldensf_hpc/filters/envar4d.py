@@ -36,7 +36,7 @@ import numpy as np
 
 from ..backend import array_module, to_numpy
 from ..errors import ConfigError, InputError
-from .base import Capabilities, Method, MethodRun, Observation, ObservationSet, Problem
+from .base import FULL_SOLVER, Capabilities, Method, MethodRun, Observation, ObservationSet, Problem
 
 
 @dataclass
@@ -132,7 +132,7 @@ class EnVar4D(Method):
     capabilities: ClassVar[Capabilities] = Capabilities(parameters=True, irregular_times=True,
                                                         moving_sensors=True, smoother=True, member_sharding=False)
     space: ClassVar[str] = "full state + parameters"
-    dynamics: ClassVar[str] = "full solver"
+    dynamics: ClassVar[str] = FULL_SOLVER
 
     def __post_init__(self):
         if int(self.window) != self.window or self.window < 1:

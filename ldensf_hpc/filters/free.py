@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .base import Capabilities, Observation, check_inputs
+from .base import FULL_SOLVER, Capabilities, Observation, check_inputs
 from .cycle import SequentialFilter
 
 
@@ -17,7 +17,7 @@ class Free(SequentialFilter):
     capabilities: ClassVar[Capabilities] = Capabilities(parameters=False, irregular_times=True,
                                                         moving_sensors=True, smoother=False, member_sharding=True)
     space: ClassVar[str] = "-"
-    dynamics: ClassVar[str] = "full solver"
+    dynamics: ClassVar[str] = FULL_SOLVER
 
     def analyse(self, forecast, obs: Observation, rng=None, rows: slice | None = None):
         check_inputs(forecast, obs)

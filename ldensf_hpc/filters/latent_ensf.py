@@ -29,7 +29,7 @@ import torch
 from ..backend import array_module, to_numpy
 from ..errors import ConfigError, InputError
 from ..observe import ObservationOperator, make_operator
-from .base import Capabilities, Observation, ObservationSet, Problem, check_inputs
+from .base import FULL_SOLVER, Capabilities, Observation, ObservationSet, Problem, check_inputs
 from .cycle import SequentialFilter
 from .ensf import ScoreSettings
 
@@ -124,7 +124,7 @@ class LatentEnSF(ScoreSettings, SequentialFilter):
     capabilities: ClassVar[Capabilities] = Capabilities(parameters=False, irregular_times=True,
                                                         moving_sensors=False, smoother=False, member_sharding=True)
     space: ClassVar[str] = "VAE latent"
-    dynamics: ClassVar[str] = "full solver"
+    dynamics: ClassVar[str] = FULL_SOLVER
 
     def __post_init__(self):
         super().__post_init__()

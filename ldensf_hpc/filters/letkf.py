@@ -27,7 +27,7 @@ import numpy as np
 from ..backend import array_module
 from ..errors import ConfigError
 from ..observe import ObservationOperator
-from .base import Capabilities, Observation, check_inputs
+from .base import FULL_SOLVER, Capabilities, Observation, check_inputs
 from .cycle import SequentialFilter
 
 
@@ -70,7 +70,7 @@ class LETKF(SequentialFilter):
     capabilities: ClassVar[Capabilities] = Capabilities(parameters=False, irregular_times=True,
                                                         moving_sensors=True, smoother=False, member_sharding=True)
     space: ClassVar[str] = "full state (local)"
-    dynamics: ClassVar[str] = "full solver"
+    dynamics: ClassVar[str] = FULL_SOLVER
     _tapers: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
