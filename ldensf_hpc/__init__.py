@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 LAYERS = (
     "presets", "errors", "registry", "config", "backend", "cuda_host", "machine", "parallel", "sde", "metrics",
     "plots",  # foundations
-    "models", "observe", "cases",  # physics: truth solvers, observation operators, the case registry
+    "models", "observe", "sensor_log", "cases",  # physics: solvers, observation operators and logs, the cases
     "kernels", "data", "surrogate", "filters",  # numerics, data, networks, the method registry
     "experiment", "settings", "assimilation", "api", "pipeline", "jobs", "cli",  # applications
 )

@@ -87,11 +87,13 @@ class Case:
         return Path(out)
 
 
-def assimilate(case: Case, method: str, data, *, models=None, backend: str = "serial") -> Assimilation | None:
-    """Run ``method`` (a registered method) on the first test trajectory of ``data`` with the
-    observations of ``case.cfg.observe``; the :class:`~ldensf_hpc.assimilation.Assimilation`
-    (rank 0; None on the other ranks of ``backend="mpi"``)."""
-    return _assimilate(case.cfg, data, method, backend, models)
+def assimilate(case: Case, method: str, data, *, models=None, backend: str = "serial", observations=None,
+               trajectory: int | None = None) -> Assimilation | None:
+    """Run ``method`` (a registered method) on trajectory ``trajectory`` of ``data`` (default: the first
+    test trajectory) with the observations of ``case.cfg.observe``, or the readings of the sensor log
+    ``observations`` (CSV, NetCDF or Zarr; :mod:`ldensf_hpc.sensor_log`); the
+    :class:`~ldensf_hpc.assimilation.Assimilation` (rank 0; None on the other ranks of ``backend="mpi"``)."""
+    return _assimilate(case.cfg, data, method, backend, models, observations, trajectory)
 
 
 __all__ = ["Assimilation", "Case", "assimilate"]

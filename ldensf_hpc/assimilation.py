@@ -89,8 +89,11 @@ class Assimilation:
         return path
 
 
-def assimilate(cfg, data, method: str = "ensf", backend: str = "serial", models=None) -> Assimilation | None:
-    """Run ``method`` on the dataset in ``data`` (checkpoints in ``models``); the result on rank 0, None elsewhere."""
+def assimilate(cfg, data, method: str = "ensf", backend: str = "serial", models=None, observations=None,
+               trajectory=None) -> Assimilation | None:
+    """Run ``method`` on trajectory ``trajectory`` (default: the first test one) of the dataset in ``data``
+    (checkpoints in ``models``), observed synthetically (``cfg.observe``) or by the sensor log
+    ``observations`` (:mod:`ldensf_hpc.sensor_log`); the result on rank 0, None elsewhere."""
     if backend not in BACKENDS:
         raise ConfigError(f"unknown assimilation backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     filt = make_method(method, cfg)
@@ -104,7 +107,8 @@ def assimilate(cfg, data, method: str = "ensf", backend: str = "serial", models=
     shards = Sharding(cfg.ensf.ensemble_size, comm)
     if shards.size > 1 and not filt.capabilities.member_sharding:
         raise ConfigError(f"{filt.label} does not shard its members over MPI ranks; run it with --backend serial")
-    experiment = shards.collective(lambda: Experiment(cfg, data, models, sharding=shards, fields="moments"))
+    experiment = shards.collective(lambda: Experiment(cfg, data, models, trajectory, sharding=shards,
+                                                      fields="moments", sensor_log=observations))
     reason = experiment.unsupported(filt)
     if reason:
         raise ConfigError(f"{filt.label} {reason}; choose another method")
@@ -119,7 +123,9 @@ def assimilate(cfg, data, method: str = "ensf", backend: str = "serial", models=
         "case": cfg.case, "preset": cfg.preset, "method": filt.name, "backend": backend, "ranks": shards.size,
         "members": problem.K, "state_dim": filt.state_dim(problem), "observations": int(problem.operators[0].m),
         "trajectory": experiment.trajectory, "truth_params": experiment.u_true.tolist(),
-        "noise": float(cfg.observe.noise), "noise_std": "observe.noise x each field's train-split std",
+        "noise": float(cfg.observe.noise), "noise_std": "observe.noise x each field's train-split std"
+        if observations is None else "the log's std (else observe.noise x each field's train-split std)",
+        "sensor_log": None if experiment.log is None else experiment.log.describe(),
         "frames": problem.frames.tolist(), "time": problem.times.tolist(), **scores,
         "summary": {"mean_full_rel_rmse": float(np.mean(scores["full_rel_rmse"][1:])),
                     "last_full_rel_rmse": scores["full_rel_rmse"][-1]},
@@ -131,9 +137,10 @@ def assimilate(cfg, data, method: str = "ensf", backend: str = "serial", models=
                         cases.get(cfg.case).units(model))
 
 
-def assimilate_dataset(cfg, data, out, method: str = "ensf", backend: str = "serial", models=None) -> dict | None:
+def assimilate_dataset(cfg, data, out, method: str = "ensf", backend: str = "serial", models=None,
+                       observations=None, trajectory=None) -> dict | None:
     """:func:`assimilate`, its record written to ``OUT/assimilate_<method>.json`` (returned with ``path``; rank 0)."""
-    result = assimilate(cfg, data, method, backend, models)
+    result = assimilate(cfg, data, method, backend, models, observations, trajectory)
     if result is None:
         return None
     path = Path(out) / f"assimilate_{result.record['method']}.json"

@@ -155,7 +155,8 @@ def cmd_assimilate(args) -> int:
 
     _single_process("assimilate", args.backend)
     cfg = _config(args, "assimilate", [args.filter], surrogates=())
-    record = assimilate_dataset(cfg, args.data, args.out, method=args.filter, backend=args.backend, models=args.models)
+    record = assimilate_dataset(cfg, args.data, args.out, method=args.filter, backend=args.backend, models=args.models,
+                                observations=args.observations, trajectory=args.trajectory)
     if record is not None:  # rank 0 only
         print(summary_table(record))
     return 0
@@ -252,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default=None, help="checkpoints of `ldensf train` (methods with surrogates)")
     p.add_argument("--backend", choices=("serial", "mpi"), default="serial",
                    help="serial (default) or mpi: members sharded over the ranks of mpiexec -n N")
+    p.add_argument("--observations", default=None, metavar="LOG", help="a sensor log (CSV, NetCDF or Zarr with "
+                   "columns time, x, y, field, value[, std]) instead of synthetic observations of the trajectory")
+    p.add_argument("--trajectory", type=int, default=None, help="the dataset's trajectory to assimilate and score "
+                   "(default: the first of the test split)")
     p.set_defaults(func=cmd_assimilate)
 
     p = sub.add_parser("run", help="the whole pipeline: generate, train, compare the methods, report")

@@ -31,6 +31,7 @@ from .filters import make_method
 from .filters.base import FILTER_STREAM, FULL_SOLVER, PRIOR_STREAM, MethodRun, ObservationSet, Problem, Trajectory
 from .observe import moving_points
 from .parallel.mpi import Sharding
+from .sensor_log import read_sensor_log
 from .surrogate import SURROGATES
 from .surrogate.training import finished
 
@@ -82,7 +83,7 @@ class Experiment:
     __test__ = False  # not a pytest class
 
     def __init__(self, cfg, data_dir, model_dir=None, trajectory=None, sharding: Sharding | None = None,
-                 fields: str = "members"):
+                 fields: str = "members", sensor_log=None):
         if cfg.observe.sensors not in SENSORS:
             raise ConfigError(f"observe.sensors must be one of {', '.join(SENSORS)}, got {cfg.observe.sensors!r}")
         self.cfg = cfg
@@ -97,17 +98,23 @@ class Experiment:
         seed = cfg.data.seed
         case = cases.get(cfg.case)
         model = case.model(cfg)
-        frames = observation_frames(cfg, store.n_frames)
+        schedule = case.schedule(cfg.model)
+        grid = case.observation_operator(cfg, (store.n_fields, store.ny, store.nx))
+        self.log = None
+        if sensor_log is not None:
+            self.log = read_sensor_log(sensor_log, store.field_names, store.time, store.x, store.y, grid.periodic)
+            frames, operators = self.log.frames, self.log.operators
+            check_log(cfg, self.log, grid)
+        else:
+            frames = observation_frames(cfg, store.n_frames)
+            if cfg.observe.sensors == "grid":
+                operators = [grid] * len(frames)
+            else:
+                locations = int(np.unique(grid.index % grid.n_points).size)
+                operators = moving_points(grid.shape, locations, len(frames), rng_for(seed, SENSOR_STREAM),
+                                          periodic=grid.periodic)
         self.truth = store.frames(j)[frames].astype(np.float64)
         self.u_true = store.params[j]
-        schedule = case.schedule(cfg.model)
-        grid = case.observation_operator(cfg, self.truth.shape[1:])
-        T = len(frames)
-        if cfg.observe.sensors == "grid":
-            operators = [grid] * T
-        else:
-            locations = int(np.unique(grid.index % grid.n_points).size)
-            operators = moving_points(grid.shape, locations, T, rng_for(seed, SENSOR_STREAM), periodic=grid.periodic)
         self.grid_operator = grid
         K = cfg.ensf.ensemble_size
         if K < 2:
@@ -144,8 +151,15 @@ class Experiment:
                 for j in self.splits["val"][:n]]
 
     def observations(self, level: float) -> ObservationSet:
-        """Noisy observations of the truth at noise ``level`` (drawn once, shared by every method)."""
-        return self.problem.observe(self.truth, level, self.trajectory)
+        """Noisy observations of the truth at noise ``level`` (drawn once, shared by every method); with a
+        sensor log, its readings (``level`` times the field std where the log gives no std)."""
+        if self.log is None:
+            return self.problem.observe(self.truth, level, self.trajectory)
+        p, floor = self.problem, self.cfg.observe.noise_floor
+        scale = [p.field_std[op.field] for op in p.operators]
+        std = [level * sc if s is None else s for s, sc in zip(self.log.std, scale)]
+        assumed = [np.maximum(s, floor * sc) for s, sc in zip(std, scale)]
+        return ObservationSet(float(level), list(self.log.y), std, assumed)
 
     def score(self, run: MethodRun) -> dict:
         """Per-time metrics of a run against the truth (JSON-ready lists)."""
@@ -191,6 +205,18 @@ class Experiment:
         wall = time.perf_counter() - t0
         return {**self.score(run), **run.timings, "wall_s": wall, **run.extra,
                 "state_dim": method.state_dim(self.problem), "_mean_fields": run.mean}
+
+
+def check_log(cfg, log, grid) -> None:
+    """ConfigError unless the sensor log fits ``cfg.observe``: fixed sensors on the ``stride`` grid unless
+    ``sensors=moving``, times ``every`` frames apart unless ``irregular``."""
+    if cfg.observe.sensors == "grid" and not all(np.array_equal(op.index, grid.index) for op in log.operators):
+        raise ConfigError(f"the sensors of {log.source} are not the observe.stride = {cfg.observe.stride} grid at "
+                          "every time; pass --set observe.sensors=moving (the point-set encoder) for other sensors")
+    regular = np.array_equal(log.frames, cfg.observe.every * np.arange(len(log.frames)))
+    if not cfg.observe.irregular and not regular:
+        raise ConfigError(f"the times of {log.source} are not every observe.every = {cfg.observe.every} stored frames; "
+                          "pass --set observe.irregular=true (or the observe.every of the log)")
 
 
 def rel_error(a, b) -> float:
