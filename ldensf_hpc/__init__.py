@@ -21,7 +21,7 @@ LAYERS = (
     "plots",  # foundations
     "models", "observe", "sensor_log", "cases",  # physics: solvers, observation operators and logs, the cases
     "kernels", "data", "surrogate", "filters",  # numerics, data, networks, the method registry
-    "experiment", "settings", "assimilation", "api", "pipeline", "jobs", "cli",  # applications
+    "experiment", "settings", "assimilation", "pipeline", "api", "jobs", "cli",  # applications
 )
 """The package's layers, lowest first (subpackages and top-level modules)."""
 

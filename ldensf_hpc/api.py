@@ -29,9 +29,9 @@ class ImportSummary:
     store: object
     layout: object
 
-    def __str__(self) -> str:
+    def describe(self) -> str:
         layout = self.layout
-        text = (f"{self.store}\n  fields {', '.join(layout.fields)} over ({layout.y}, {layout.x}); parameters "
+        text = (f"{self.store.describe()}\n  fields {', '.join(layout.fields)} over ({layout.y}, {layout.x}); parameters "
                 f"{', '.join(layout.param_names)}")
         return text + (f"; not imported: {', '.join(layout.ignored)}" if layout.ignored else "")
 
@@ -71,20 +71,41 @@ class Case:
         return self.cfg.case
 
     def generate(self, out, *, backend: str = "serial", scheduler: str = "local", workers: int | None = None,
-                 progress: bool = False) -> Path:
-        """Generate (or finish) the dataset into ``out``; its directory (resumable, as ``ldensf generate``)."""
+                 progress: bool = False):
+        """Generate (or finish) the dataset into ``out`` (resumable, as ``ldensf generate``); its
+        :class:`~ldensf_hpc.data.generate.Summary`, which stands for the directory (``os.PathLike``)."""
         from .data.generate import generate
 
-        generate(self.cfg, out, scheduler=scheduler, workers=workers, backend=backend, progress=progress)
-        return Path(out)
+        return generate(self.cfg, out, scheduler=scheduler, workers=workers, backend=backend, progress=progress)
 
-    def train(self, data, out, models=("ldnet", "encoder"), *, progress: bool = False) -> Path:
-        """Train (or resume, or reuse) ``models`` and what they need on ``data`` into ``out``; the checkpoint
-        directory. The summaries (train/validation/test errors) are ``out/<model>.json``."""
+    def train(self, data, out, models=("ldnet", "encoder"), *, progress: bool = False) -> Trained:
+        """Train (or resume, or reuse) ``models`` and what they need on ``data`` into ``out``; the
+        checkpoint directory with the summaries (train/validation/test errors, also ``out/<model>.json``)."""
         from .surrogate import train
 
-        train(self.cfg, data, out, list(models), progress=progress)
-        return Path(out)
+        return Trained(Path(out), train(self.cfg, data, out, list(models), progress=progress))
+
+    def run(self, workdir=None, *, methods=None, levels=None, data=None, backend: str = "dask",
+            progress: bool = False, command: str | None = None) -> dict:
+        """The whole pipeline (``ldensf run``): generate (or use ``data``), train what the ``methods`` need,
+        compare them at the noise ``levels``; the report (also ``WORKDIR/report.json``, ``report.md``, plots)."""
+        from .pipeline import DEFAULT_METHODS, run
+
+        return run(self.cfg, workdir, methods=DEFAULT_METHODS if methods is None else methods, levels=levels, generate_backend=backend,
+                   progress=progress, command=command, data=data)
+
+
+@dataclass
+class Trained:
+    """Trained surrogates: their checkpoint directory (``os.PathLike``) and ``{name: summary}``."""
+
+    out: Path
+    summaries: dict
+
+    def __fspath__(self) -> str:
+        return str(self.out)
+
+    __str__ = __fspath__
 
 
 def assimilate(case: Case, method: str, data, *, models=None, backend: str = "serial", observations=None,
@@ -96,4 +117,4 @@ def assimilate(case: Case, method: str, data, *, models=None, backend: str = "se
     return _assimilate(case.cfg, data, method, backend, models, observations, trajectory)
 
 
-__all__ = ["Assimilation", "Case", "assimilate"]
+__all__ = ["Assimilation", "Case", "ImportSummary", "Trained", "assimilate"]

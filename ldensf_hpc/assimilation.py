@@ -77,6 +77,12 @@ class Assimilation:
                  "Conventions": "CF-1.10", "source": "ldensf_hpc"}
         return xr.Dataset(data, coords=coords, attrs=attrs)
 
+    def to_json(self, out) -> Path:
+        """The record as ``OUT/assimilate_<method>.json`` (written atomically; what ``ldensf assimilate`` writes)."""
+        path = Path(out) / f"assimilate_{self.record['method']}.json"
+        write_json(path, self.record)
+        return path
+
     def to_netcdf(self, path) -> Path:
         """The :meth:`to_xarray` dataset as NetCDF-4 (h5netcdf engine), written atomically."""
         path = Path(path)
@@ -137,19 +143,8 @@ def assimilate(cfg, data, method: str = "ensf", backend: str = "serial", models=
                         cases.get(cfg.case).units(model))
 
 
-def assimilate_dataset(cfg, data, out, method: str = "ensf", backend: str = "serial", models=None,
-                       observations=None, trajectory=None) -> dict | None:
-    """:func:`assimilate`, its record written to ``OUT/assimilate_<method>.json`` (returned with ``path``; rank 0)."""
-    result = assimilate(cfg, data, method, backend, models, observations, trajectory)
-    if result is None:
-        return None
-    path = Path(out) / f"assimilate_{result.record['method']}.json"
-    write_json(path, result.record)
-    return {**result.record, "path": str(path)}
-
-
 def summary_table(record: dict) -> str:
-    """The per-time errors and the timings of an :func:`assimilate_dataset` record, as text."""
+    """The per-time errors and the timings of an :class:`Assimilation` record written by :meth:`Assimilation.to_json`, as text."""
     lines = [(f"{record['method']} on {record['case']} trajectory {record['trajectory']}: K = {record['members']}, "
               f"d = {record['state_dim']}, m = {record['observations']}, {record['ranks']} rank(s)"),
              f"{'time':>10} {'forecast rel-RMSE':>18} {'analysis rel-RMSE':>18} {'spread/error':>13}"]

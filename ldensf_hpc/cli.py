@@ -84,7 +84,7 @@ def cmd_import(args) -> int:
     case = Case.from_dataset(args.source, args.out, preset=args.preset, trajectory=args.trajectory_dim,
                              fields=_names(args.fields), params=_names(args.params), periodic=args.periodic,
                              shard_size=args.shard_size)
-    print(case.imported)
+    print(case.imported.describe())
     return 0
 
 
@@ -127,43 +127,45 @@ def cmd_info(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from .data.generate import generate
+    from .api import Case
 
     _single_process("generate", args.backend)
-    cfg = _config(args, "generate")
-    summary = generate(cfg, args.out, scheduler=args.scheduler, workers=args.workers, backend=args.backend)
+    summary = Case(_config(args, "generate")).generate(args.out, backend=args.backend, scheduler=args.scheduler,
+                                                       workers=args.workers, progress=True)
     if summary.root:
-        print(summary)
+        print(summary.describe())
     return 0
 
 
 def cmd_train(args) -> int:
-    from .surrogate import train, training_order
+    from .api import Case
+    from .surrogate import training_order
 
     _single_process("train", None)
     names = ["ldnet", "encoder"] if args.model == "all" else [args.model]
-    summaries = train(_config(args, "train", surrogates=training_order(names)), args.data, args.out, names,
-                      progress=not args.quiet)
-    for name, summary in summaries.items():
+    case = Case(_config(args, "train", surrogates=training_order(names)))
+    for name, summary in case.train(args.data, args.out, names, progress=not args.quiet).summaries.items():
         errors = ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if k.endswith(("rel_error", "_latent", "_params")))
         print(f"{name}: {args.out}/{name}.pt  {errors}")
     return 0
 
 
 def cmd_assimilate(args) -> int:
-    from .assimilation import assimilate_dataset, summary_table
+    from .api import Case, assimilate
+    from .assimilation import summary_table
 
     _single_process("assimilate", args.backend)
-    cfg = _config(args, "assimilate", [args.filter], surrogates=())
-    record = assimilate_dataset(cfg, args.data, args.out, method=args.filter, backend=args.backend, models=args.models,
-                                observations=args.observations, trajectory=args.trajectory)
-    if record is not None:  # rank 0 only
-        print(summary_table(record))
+    case = Case(_config(args, "assimilate", [args.filter], surrogates=()))
+    result = assimilate(case, args.filter, args.data, models=args.models, backend=args.backend,
+                        observations=args.observations, trajectory=args.trajectory)
+    if result is not None:  # rank 0 only
+        print(summary_table({**result.record, "path": str(result.to_json(args.out))}))
     return 0
 
 
 def cmd_run(args) -> int:
-    from .pipeline import LEGEND, capability_table, run, summary_table
+    from .api import Case
+    from .pipeline import LEGEND, capability_table, summary_table
 
     _single_process("run", None)
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
@@ -171,9 +173,9 @@ def cmd_run(args) -> int:
         levels = [float(v) for v in args.noise.split(",") if v.strip()]
     except ValueError:
         raise ConfigError(f"--noise takes comma-separated fractions, e.g. 0,0.05,0.1,0.2; got {args.noise!r}") from None
-    report = run(_config(args, "run", [m for m in methods if m in METHODS]), args.workdir, methods=methods,
-                 levels=levels, generate_backend=args.backend, progress=not args.quiet, command=args.command_line,
-                 data=args.data)
+    case = Case(_config(args, "run", [m for m in methods if m in METHODS]))
+    report = case.run(args.workdir, methods=methods, levels=levels, data=args.data, backend=args.backend,
+                      progress=not args.quiet, command=args.command_line)
     if report.get("reused"):
         print(f"reusing the report of a run with the same inputs (config, methods, noise levels, dataset, "
               f"checkpoints; digest {report['inputs_sha256'][:12]})")

@@ -161,3 +161,12 @@ def test_train_and_run_on_imported_data(tmp_path, capsys):
     assert main(["assimilate", "--data", str(data), "--preset", "tiny", "--out", str(tmp_path / "a"),
                  "--filter", "ensf"]) == 2
     assert "EnSF needs the full solver" in capsys.readouterr().err
+
+
+def test_own_netcdf_example(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "examples"))
+    import own_netcdf
+
+    errors = own_netcdf.main(["--workdir", str(tmp_path)])
+    assert set(errors) == {"ld_ensf", "levda"} and all(0 < e < 1.5 for e in errors.values())
+    assert TrajectoryStore(tmp_path / "data").n_trajectories == 12

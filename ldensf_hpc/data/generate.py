@@ -121,7 +121,12 @@ class Summary:
     wall_s: float
     root: bool = True
 
-    def __str__(self) -> str:
+    def __fspath__(self) -> str:  # a summary stands for its dataset directory (os.PathLike, str)
+        return str(self.out)
+
+    __str__ = __fspath__
+
+    def describe(self) -> str:
         return (f"{self.n_trajectories} trajectories in {self.n_shards} shards ({self.n_reused} reused), "
                 f"{self.bytes_written / 1e9:.3f} GB written in {self.wall_s:.1f} s -> {self.out / store.DATASET}")
 
