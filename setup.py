@@ -25,7 +25,8 @@ setup(
         "zarr>=2.18",  # ldensf import of Zarr stores
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-mpi>=0.6", "pytest-timeout>=2.3", "hypothesis>=6.100", "cmake>=3.27"],
+        "dev": ["pytest>=8", "pytest-mpi>=0.6", "pytest-timeout>=2.3", "hypothesis>=6.100", "cmake>=3.27",
+                "sphinx>=8,<10"],
         "cuda": ["cupy-cuda13x", "numba-cuda"],
         "peers": ["jax[cpu]==0.10.2", "jax-cfd==0.2.1", "dapper==1.7.1"],  # benchmarks/peers.py only
     },
