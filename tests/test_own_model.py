@@ -79,3 +79,14 @@ def test_the_example_runs_from_python(tmp_path, monkeypatch):
 
     errors = blob_model.main(["--workdir", str(tmp_path)])
     assert set(errors) == {"free", "ensf", "ld_ensf"} and all(0 < e < 2 for e in errors.values())
+
+
+@pytest.mark.skipif(shutil.which("mpiexec") is None, reason="needs mpiexec")
+def test_full_space_ensf_on_the_own_model_is_rank_count_invariant(serial):
+    """The EnSF baseline steps the user's model with its members sharded over two MPI ranks: the same numbers."""
+    args = ("assimilate", "--case", CASE, "--preset", "tiny", "--data", "data", "--filter", "ensf")
+    ldensf(*args, "--out", "one", cwd=serial)
+    ldensf(*args, "--out", "two", "--backend", "mpi", cwd=serial, launcher=("mpiexec", "-n", "2"))
+    one, two = (json.loads((serial / d / "assimilate_ensf.json").read_text()) for d in ("one", "two"))
+    assert two["ranks"] == 2 and one["ranks"] == 1
+    assert two["full_rel_rmse"] == one["full_rel_rmse"]
