@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ldensf_hpc.cases import ModelCase
+from ldensf_hpc import ModelCase
 from ldensf_hpc.errors import InputError, SolverError
 
 

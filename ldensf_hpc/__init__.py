@@ -26,7 +26,7 @@ LAYERS = (
 """The package's layers, lowest first (subpackages and top-level modules)."""
 
 
-API = ("Case", "Assimilation", "assimilate")
+API = ("Case", "ModelCase", "Assimilation", "assimilate")
 """The public Python API (:mod:`ldensf_hpc.api`), imported on first use so that ``import ldensf_hpc`` stays light."""
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .assimilation import Assimilation
 from .assimilation import assimilate as _assimilate
-from .cases import load_config
+from .cases import ModelCase, load_config
 from .config import Config
 from .data.store import read_manifest
 
@@ -117,4 +117,4 @@ def assimilate(case: Case, method: str, data, *, models=None, backend: str = "se
     return _assimilate(case.cfg, data, method, backend, models, observations, trajectory)
 
 
-__all__ = ["Assimilation", "Case", "ImportSummary", "Trained", "assimilate"]
+__all__ = ["Assimilation", "Case", "ImportSummary", "ModelCase", "Trained", "assimilate"]

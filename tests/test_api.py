@@ -74,3 +74,14 @@ def test_example_pipeline_runs_on_the_tiny_preset(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "time-mean rel-RMSE" in run.stdout and (tmp_path / "ld_ensf.nc").is_file()
+
+
+def test_changed_surrogate_settings_are_not_reused(pipeline):
+    """A finished checkpoint and its summary are reused only for the settings they were trained with."""
+    from ldensf_hpc.errors import DataError
+
+    _, case, data, models = pipeline
+    assert case.train(data, models).summaries["ldnet"] == case.train(data, models).summaries["ldnet"]  # reused
+    changed = ld.Case.load("swe", preset="tiny", overrides=["ldnet.epochs=21"])
+    with pytest.raises(DataError, match="trained with another configuration"):
+        changed.train(data, models)

@@ -61,9 +61,10 @@ def training_order(names) -> list[str]:
 def _derived_from(cfg, data_dir: Path, out_dir: Path, name: str) -> dict:
     """What a finished surrogate's summary (its train/val/test errors) is derived from: its checkpoint
     (weights), the dataset manifest, the split (``data``) and the settings it was trained with (its
-    own section, ``train`` but the thread count, ``observe``), so that changed settings retrain."""
+    own section, ``train`` but the thread count, the sensor grid ``observe.stride`` of the encoders),
+    so that changed settings retrain."""
     values = cfg.to_dict()
-    settings = {name: values.get(name), "observe": values["observe"],
+    settings = {name: values.get(name), "observe.stride": values["observe"]["stride"],
                 "train": {k: v for k, v in values["train"].items() if k != "threads"}}
     return {"checkpoint_sha256": sha256_file(out_dir / f"{name}.pt"),
             "data_manifest_sha256": sha256_file(data_dir / MANIFEST),
