@@ -18,6 +18,7 @@ def test_docs_build_without_warnings(tmp_path):
     for page in ("api", "own", "conventions", "capabilities", "quickstart"):
         assert (tmp_path / f"{page}.html").is_file()
     text = (tmp_path / "capabilities.html").read_text()
-    assert all(f">{name}<" in text for name in (*METHODS, *CASES))
+    registered = [name for name in CASES if ":" not in name]  # not the import paths other tests named
+    assert all(f">{name}<" in text for name in (*METHODS, *registered))
     api = (tmp_path / "api.html").read_text()
     assert "Case.from_dataset" in api and "Assimilation.to_netcdf" in api
