@@ -94,6 +94,18 @@ class BlobAdvection:
         return fields
 
 
+def trajectories(n_trajectories: int, n_frames: int, n: int = 16, seed: int = 0):
+    """Tracer trajectories ``(N, n_frames, n, n)`` 4 steps apart, their sources ``(N, 2)`` and times ``(n_frames,)``
+    (for examples that stand for data computed elsewhere)."""
+    model = BlobAdvection(BlobConfig(n=n))
+    params = model.sample_params(np.random.default_rng(seed), n_trajectories)
+    state, frames = model.initial_state(params), []
+    for _ in range(n_frames):
+        frames.append(state[:, 0])
+        state = model.step(state, params, 4)
+    return np.stack(frames, 1), params, np.arange(n_frames) * 4 * model.dt
+
+
 _SURROGATES = {
     "ldnet": {"latent": 4, "dyn_depth": 2, "dyn_width": 32, "rec_depth": 3, "rec_width": 64, "fourier_features": 8,
               "activation": "gelu", "frame_every": 1, "dt_hat": 0.2, "batch_size": 2, "lr": 3.0e-3,

@@ -23,17 +23,11 @@ import ldensf_hpc as ld
 
 def write_archive(path: Path, n_trajectories: int = 12, n_frames: int = 9, n: int = 16) -> Path:
     """A NetCDF file as a user would have it: ``tracer(trajectory, time, lat, lon)``, ``source_lon``, ``source_lat``."""
-    from blob_model import BlobAdvection, BlobConfig
+    from blob_model import trajectories
 
-    model = BlobAdvection(BlobConfig(n=n))
-    params = model.sample_params(np.random.default_rng(7), n_trajectories)
-    state, frames = model.initial_state(params), []
-    for _ in range(n_frames):
-        frames.append(state[:, 0])
-        state = model.step(state, params, 4)
-    hours = np.arange(n_frames) * 4 * model.dt
+    tracer, params, hours = trajectories(n_trajectories, n_frames, n, seed=7)
     ds = xr.Dataset(
-        {"tracer": (("trajectory", "time", "lat", "lon"), np.stack(frames, 1), {"units": "kg m-2"}),
+        {"tracer": (("trajectory", "time", "lat", "lon"), tracer, {"units": "kg m-2"}),
          "source_lon": (("trajectory",), 360 * params[:, 0], {"units": "degrees_east"}),
          "source_lat": (("trajectory",), -60 + 120 * params[:, 1], {"units": "degrees_north"})},
         coords={"time": ("time", hours, {"units": "hours", "standard_name": "time"}),

@@ -16,19 +16,13 @@ from ldensf_hpc.errors import DataError
 
 xr = pytest.importorskip("xarray")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from blob_model import BlobAdvection, BlobConfig  # noqa: E402
+from blob_model import trajectories  # noqa: E402
 
 N, T, n = 8, 9, 16
 
 
 def tracer_trajectories():
-    model = BlobAdvection(BlobConfig(n=n))
-    params = model.sample_params(np.random.default_rng(3), N)
-    state, frames = model.initial_state(params), []
-    for _ in range(T):
-        frames.append(state[:, 0])
-        state = model.step(state, params, 4)
-    return np.stack(frames, 1), params, np.arange(T) * 4 * model.dt
+    return trajectories(N, T, n, seed=3)
 
 
 def cf_latlon() -> xr.Dataset:
@@ -128,9 +122,15 @@ def _bad(ds: xr.Dataset, what: str) -> xr.Dataset:
     ("no grid", "no 2-D grid"),
     ("no trajectory dim", "no trajectory dimension 'trajectory'"),
 ])
-def test_bad_sources_are_one_line_errors(tmp_path, capsys, what, message):
-    src = tmp_path / "bad.nc"
-    _bad(cf_latlon(), what).to_netcdf(src, engine="h5netcdf")
+@pytest.mark.parametrize("fmt", ["nc", "zarr"])
+def test_bad_sources_are_one_line_errors(tmp_path, capsys, what, message, fmt):
+    src = tmp_path / f"bad.{fmt}"
+    bad = _bad(cf_latlon(), what)
+    if fmt == "zarr":
+        pytest.importorskip("zarr")
+        bad.to_zarr(src, zarr_format=2, consolidated=True)
+    else:
+        bad.to_netcdf(src, engine="h5netcdf")
     assert main(["import", str(src), "--out", str(tmp_path / "data"), "--preset", "tiny"]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
