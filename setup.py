@@ -26,7 +26,8 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-mpi>=0.6", "pytest-timeout>=2.3", "hypothesis>=6.100", "cmake>=3.27",
-                "sphinx>=8,<10"],
+                "sphinx>=8,<10", "ducc0>=0.34"],
+        "fft": ["ducc0>=0.34"],  # kolmogorov.backend=ducc0: FFTs into preallocated buffers
         "cuda": ["cupy-cuda13x", "numba-cuda"],
         "peers": ["jax[cpu]==0.10.2", "jax-cfd==0.2.1", "dapper==1.7.1"],  # benchmarks/peers.py only
     },
