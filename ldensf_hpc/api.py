@@ -19,7 +19,7 @@ from .assimilation import Assimilation
 from .assimilation import assimilate as _assimilate
 from .cases import ModelCase, load_config
 from .config import Config
-from .data.store import read_manifest
+from .data.store import made_with
 
 
 @dataclass
@@ -49,10 +49,7 @@ class Case:
         """Case ``name`` (a registered case, or ``"package.module:Class"`` of your own) at ``preset``, then the
         YAML file ``config``, then ``overrides`` (``"section.field=value"`` strings, as ``--set``). With
         ``data`` (a dataset directory) and no ``name``, the dataset's case and solver settings."""
-        made = None
-        if data is not None:
-            made = (read_manifest(Path(data)) or {}).get("config")
-        return cls(load_config(preset, case=name, overrides=list(overrides), path=config, dataset=made))
+        return cls(load_config(preset, case=name, overrides=list(overrides), path=config, dataset=made_with(data)))
 
     @classmethod
     def from_dataset(cls, source, out, *, preset: str = "small", trajectory: str = "trajectory", fields=None,

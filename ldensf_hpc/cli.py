@@ -12,10 +12,10 @@ import os
 import platform
 import shlex
 import sys
-from pathlib import Path
 
 from . import __version__
 from .cases import CASES, DEFAULT_CASE, PRESETS, load_config
+from .data.store import made_with
 from .errors import USER_ERRORS, ConfigError
 from .filters import METHODS
 from .surrogate import SURROGATES
@@ -60,21 +60,11 @@ def _config(args, command: str, methods=(), surrogates=None):
     from .filters import make_method
 
     cfg = load_config(args.preset, case=args.case, overrides=args.overrides, path=args.config,
-                      dataset=_dataset_config(getattr(args, "data", None)))
+                      dataset=made_with(getattr(args, "data", None)))
     if surrogates is None:
         surrogates = tuple(dict.fromkeys(s for m in methods for s in make_method(m, cfg).surrogates(cfg)))
     settings.check(cfg, args.overrides, command, methods, surrogates)
     return cfg
-
-
-def _dataset_config(data) -> dict | None:
-    """The generation config of the dataset directory ``data`` (None: no dataset there yet)."""
-    from .data.store import read_manifest
-
-    if data is None or not os.path.isdir(data):
-        return None
-    manifest = read_manifest(Path(data))
-    return None if manifest is None else manifest["config"]
 
 
 def cmd_import(args) -> int:

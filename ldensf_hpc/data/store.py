@@ -156,6 +156,12 @@ def read_manifest(root: Path) -> dict | None:
     return manifest
 
 
+def made_with(root) -> dict | None:
+    """The generation config recorded in the manifest of dataset directory ``root`` (None: no dataset there)."""
+    manifest = read_manifest(Path(root)) if root is not None and Path(root).is_dir() else None
+    return None if manifest is None else manifest["config"]
+
+
 def write_json(path, record: dict, sort_keys: bool = False) -> None:
     """Write ``record`` to ``path`` (parents created) through a temporary file, fsync and rename:
     a reader sees the old file or the whole new one, never half of it."""
