@@ -23,6 +23,7 @@ setup(
         "xarray>=2024.1",  # Assimilation.to_xarray, ldensf import
         "h5netcdf>=1.3",  # NetCDF-4 files
         "zarr>=2.18",  # ldensf import of Zarr stores
+        "threadpoolctl>=3.1",  # one BLAS thread inside the parallel chunks of the full-space EnSF (kernels.blas)
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-mpi>=0.6", "pytest-timeout>=2.3", "hypothesis>=6.100", "cmake>=3.27",

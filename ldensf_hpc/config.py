@@ -81,7 +81,8 @@ class EnSFConfig:
     mixture: bool = True  # mixture prior score (False: member-paired)
     score_clip: float | None = bounded(1000.0, gt=0)  # the reference package clips the score to ±1000 (None: no clip)
     kernel: str = "numba"  # latent filters' reverse-SDE backend: reference | numba | cuda | cuda_host (emulated)
-    full_space_kernel: str = "reference"  # of the full-space EnSF (large d: two BLAS products per step)
+    full_space_kernel: str = "blas"  # of the full-space EnSF (large d: two BLAS products + one fused pass per step)
+    full_space_precision: str = "float32"  # full-space EnSF storage and products: float32 (twice as fast) | float64
 
 
 @dataclass

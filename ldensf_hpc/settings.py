@@ -45,12 +45,18 @@ def _sensors():
     return SENSORS
 
 
+def _precisions():
+    from .filters.ensf import PRECISIONS
+    return PRECISIONS
+
+
 def _encoders():
     from .filters.ld_ensf import ENCODERS
     return ("auto", *ENCODERS)
 
 
 NAMED = {"ensf.kernel": ("EnSF kernel backend", _kernels), "ensf.full_space_kernel": ("EnSF kernel backend", _kernels),
+         "ensf.full_space_precision": ("floating-point precision", _precisions),
          "train.device": ("torch device", _devices), "ldnet.activation": ("activation", _activations),
          "observe.sensors": ("sensor layout", _sensors), "ld_ensf.encoder": ("LD-EnSF encoder", _encoders)}
 """The registry-valued settings: key -> (what it names, the names allowed; imported only when read)."""

@@ -107,6 +107,17 @@ def test_timing_study_quick(tmp_path):
             assert not rec["members"]["extrapolated"]
 
 
+def test_full_space_ensf_quick(tmp_path):
+    """Every variant timed, the fused float64 path equal to the reference to round-off, float32 to 1e-4."""
+    record, stdout = run_quick("full_space_ensf", tmp_path, "--case", "swe", "--repeats", "1")
+    rows = {(r["kernel"], r["precision"]): r for r in record["rows"]}
+    assert set(rows) == {("reference", "float64"), ("blas", "float64"), ("blas", "float32")}
+    assert all(positive(r["analysis_s_median"]) and positive(r["fraction_of_peak"]) for r in rows.values())
+    assert rows[("blas", "float64")]["mean_rel_diff_vs_reference"] < 1e-12
+    assert rows[("blas", "float32")]["mean_rel_diff_vs_reference"] < 1e-4
+    assert "| swe | 6912 | 20 | blas | float32 |" in stdout
+
+
 def test_scaling_quick(tmp_path):
     record, stdout = run_quick("scaling", tmp_path)
     assert "PROJECTION" in stdout and "Target EnSF" in stdout

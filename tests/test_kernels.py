@@ -119,6 +119,40 @@ def test_numba_matches_reference_with_another_schedule():
     assert close32(ensf_update(prior, obs, obs_std, backend="numba", **kwargs), ref)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K, d", [(2, 5), (7, 13), (64, 600), (30, 4501)])
+@pytest.mark.parametrize("mixture", [True, False])
+def test_blas_matches_reference(dtype, K, d, mixture):
+    """The full-space path (GEMMs + fused pass, tiles and parallel chunks of components: d = 4501
+    spans three chunks, the last one ragged) against the torch reference with the same noise array."""
+    prior, obs, obs_std, noise = problem(K, d, 30, seed=d, dtype=dtype)
+    kwargs = dict(n_steps=30, mixture=mixture, score_clip=50.0, noise=noise)
+    ref = ensf_update(prior, obs, obs_std, backend="reference", **kwargs)
+    got = ensf_update(prior, obs, obs_std, backend="blas", **kwargs)
+    assert got.dtype == dtype and got.shape == (K, d)
+    if dtype == np.float64:
+        np.testing.assert_allclose(got, ref, rtol=1e-11, atol=1e-11)
+    else:
+        assert close32(got, ref), np.abs(got - ref).max()
+
+
+def test_blas_does_not_depend_on_the_thread_count():
+    """The chunks of components are fixed and their logits summed in chunk order: bitwise the same
+    analysis on 1 and on 2 threads."""
+    import numba
+
+    prior, obs, obs_std, _ = problem(20, 5000, 10, seed=8)
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = ensf_update(prior, obs, obs_std, n_steps=10, seed=4, backend="blas")
+        numba.set_num_threads(max(2, threads) if numba.config.NUMBA_NUM_THREADS > 1 else 1)
+        two = ensf_update(prior, obs, obs_std, n_steps=10, seed=4, backend="blas")
+    finally:
+        numba.set_num_threads(threads)
+    np.testing.assert_array_equal(one, two)
+
+
 def test_philox_known_answers():
     for counter, key, want in PHILOX_KAT:
         assert tuple(philox4x32(np.array(counter, dtype=np.uint32), key)) == want
@@ -142,7 +176,7 @@ def test_seeded_backends_draw_the_same_noise(dtype):
     prior, obs, obs_std, _ = problem(K, d, n_steps, dtype=dtype)
     noise = np.stack([philox_normals(seed, s, K, d) for s in range(n_steps + 1)])
     ref = ensf_update(prior, obs, obs_std, n_steps=n_steps, noise=noise, backend="reference")
-    for backend in ("reference", "numba"):
+    for backend in ("reference", "blas", "numba"):  # numba last: the default backend, compared below
         got = ensf_update(prior, obs, obs_std, n_steps=n_steps, seed=seed, backend=backend)
         if dtype == np.float64:
             np.testing.assert_allclose(got, ref, rtol=1e-11, atol=1e-11)
@@ -153,7 +187,7 @@ def test_seeded_backends_draw_the_same_noise(dtype):
     assert np.array_equal(again, got) and np.abs(other - got).max() > 0.1
 
 
-@pytest.mark.parametrize("backend", ["reference", "numba"])
+@pytest.mark.parametrize("backend", ["reference", "numba", "blas"])
 @pytest.mark.parametrize("mixture", [True, False])
 def test_rows_draw_exactly_those_samples(backend, mixture):
     """A block of members' samples (an MPI rank's share) equals those rows of the whole analysis,
@@ -166,7 +200,7 @@ def test_rows_draw_exactly_those_samples(backend, mixture):
             assert close32(part, whole[rows])
 
 
-@pytest.mark.parametrize("backend", ["reference", "numba"])
+@pytest.mark.parametrize("backend", ["reference", "numba", "blas"])
 def test_zero_inverse_variance_is_an_unobserved_component(backend):
     """inv_var = 0 (a selection operator's unobserved component): its observed value is ignored, and the
     other components see the same update as with their own std."""
@@ -238,9 +272,9 @@ def test_bad_input_is_rejected_clearly(kwargs, message):
 
 
 def test_unknown_backend_is_rejected():
-    with pytest.raises(BackendError, match="unknown EnSF kernel backend 'magma'.*reference, numba, cuda, cuda_host"):
+    with pytest.raises(BackendError, match="unknown EnSF kernel backend 'magma'.*reference, numba, blas, cuda, cuda_host"):
         ensf_update(np.ones((3, 2)), np.zeros(2), 1.0, backend="magma")
-    assert set(BACKENDS) == {"reference", "numba", "cuda", "cuda_host"}
+    assert set(BACKENDS) == {"reference", "numba", "blas", "cuda", "cuda_host"}
 
 
 @pytest.mark.skipif(GPU, reason="checks the message on machines without a GPU")

@@ -36,7 +36,9 @@ from ldensf_hpc.models import trajectory
 from ldensf_hpc.observe import full_operator, grid_operator, observe
 from ldensf_hpc.parallel.mpi import Sharding, member_block, member_counts
 
-ROUND_OFF = 1e-12
+ROUND_OFF = {"float64": 1e-12, "float32": 1e-6}
+"""Tolerated differences between rank counts, relative to the largest value: the blocked GEMMs of the
+full-space EnSF (its default precision float32) round differently for other blocks of members."""
 JOBS = Path(__file__).resolve().parents[1] / "jobs" / "mpirun"
 
 
@@ -52,8 +54,9 @@ def analysis_problem(K=12, n=16, seed=0):
     return forecast, Observation(op, y, 0.2)
 
 
-def assert_round_off(got, expected):
-    np.testing.assert_allclose(got, expected, rtol=0, atol=ROUND_OFF * max(1.0, float(np.abs(expected).max())))
+def assert_round_off(got, expected, precision="float64"):
+    np.testing.assert_allclose(got, expected, rtol=0,
+                               atol=ROUND_OFF[precision] * max(1.0, float(np.abs(expected).max())))
 
 
 # ---------------------------------------------------------------- one process
@@ -74,7 +77,8 @@ def test_more_ranks_than_members_is_rejected():
         member_counts(3, 4)
 
 
-ROW_FILTERS = {"ensf-mixture": EnSF(n_steps=40), "ensf-paired": EnSF(n_steps=40, mixture=False),
+ROW_FILTERS = {"ensf-mixture": EnSF(n_steps=40), "ensf-mixture-float64": EnSF(n_steps=40, precision="float64"),
+               "ensf-paired": EnSF(n_steps=40, mixture=False),
                "letkf": LETKF(radius=3.0), "ld_ensf": LDEnSF(n_steps=40)}
 
 
@@ -96,8 +100,8 @@ def test_blocks_of_rows_are_the_whole_analysis(name):
     whole = filt.analyse(forecast, obs, np.random.default_rng(5))
     for cut in (1, 4, 5):
         parts = [filt.analyse(forecast, obs, np.random.default_rng(5), rows) for rows in (slice(0, cut), slice(cut, 10))]
-        if name == "ensf-mixture":
-            assert_round_off(np.concatenate(parts), whole)
+        if name.startswith("ensf-mixture"):
+            assert_round_off(np.concatenate(parts), whole, filt.precision)
         else:
             np.testing.assert_allclose(np.concatenate(parts), whole, rtol=0, atol=1e-6 if name == "ld_ensf" else 0)
 
@@ -127,10 +131,11 @@ def test_sharded_swe_cycles_equal_the_serial_cycles(filt):
     sharded = run(Sharding(K, MPI.COMM_WORLD))
     serial = run(Sharding(K))
     np.testing.assert_array_equal(sharded.forecast.mean[0], serial.forecast.mean[0])  # forecasts: bitwise
+    precision = getattr(filt, "precision", "float64")
     for key in ("mean", "std"):
-        assert_round_off(getattr(sharded.analysis, key), getattr(serial.analysis, key))
+        assert_round_off(getattr(sharded.analysis, key), getattr(serial.analysis, key), precision)
     rows = Sharding(K, MPI.COMM_WORLD).rows
-    assert_round_off(sharded.state, serial.state[rows])
+    assert_round_off(sharded.state, serial.state[rows], precision)
     assert sharded.state.shape == (rows.stop - rows.start, 3, 32, 32)
     error = [np.sqrt(np.mean((m - t.ravel()) ** 2)) for m, t in zip(serial.analysis.mean, truth[1:])]
     prior = [np.sqrt(np.mean((m - t.ravel()) ** 2)) for m, t in zip(serial.forecast.mean, truth[1:])]
@@ -189,7 +194,7 @@ def test_mpiexec_ldensf_assimilate_equals_serial(datasets, tmp_path, case, filt,
     assert set(got) == {"full_rel_rmse", "forecast_full_rel_rmse", "spread_error_ratio"}
     for key in expected:
         assert got[key].shape == (len(serial["time"]),)
-        assert_round_off(got[key], expected[key])
+        assert_round_off(got[key], expected[key], "float32")
     assert np.all(np.isfinite(expected["full_rel_rmse"]))
     assert expected["full_rel_rmse"][-1] < expected["forecast_full_rel_rmse"][-1]
 

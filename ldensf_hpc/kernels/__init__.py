@@ -21,6 +21,8 @@ Backends, chosen by name from :data:`BACKENDS`:
 - ``reference``: torch; the mixture score as dot-product attention (ground truth; two BLAS
   products per step, the right backend for large ``d``: full-space EnSF);
 - ``numba``: fused CPU kernel, one member per ``prange`` iteration, online softmax (latent ``d``);
+- ``blas``: two BLAS products and one fused Numba pass per step, normals drawn in the pass
+  (:mod:`ldensf_hpc.kernels.blas`; large ``d``: the full-space EnSF's default);
 - ``cuda``: CUDA C kernel ``kernels/cuda/ensf_fused.cu`` through CuPy, one thread per member (d <= 32);
 - ``cuda_host``: the same CUDA C and launch executed on the CPU by host emulation
   (:mod:`ldensf_hpc.cuda_host`; a C++20 compiler, slow: for tests without a GPU).
@@ -46,6 +48,7 @@ from ..sde import schedule
 BACKENDS = Registry("EnSF kernel backend", {
     "reference": "ldensf_hpc.kernels.reference:analysis",
     "numba": "ldensf_hpc.kernels.cpu:analysis",
+    "blas": "ldensf_hpc.kernels.blas:analysis",
     "cuda": "ldensf_hpc.kernels.cuda:analysis",
     "cuda_host": "ldensf_hpc.kernels.cuda:host_analysis",
 }, error=BackendError)

@@ -5,7 +5,8 @@ member ``m``, components ``4b .. 4b + 3`` of noise index ``step`` come from the 
 ``(b, step, m, 0)`` under the key ``(seed mod 2**32, seed // 2**32)``. Every draw depends only
 on (seed, step, member), so a block of members drawn by one MPI rank or one thread equals
 the same rows of the whole ensemble. ``log`` and ``sincos`` are small polynomial versions
-(Numba has no SIMD math library without SVML), accurate to a few ulp in float64.
+(Numba has no SIMD math library without SVML), accurate to a few ulp in float64; float32
+output is computed in float32 (:func:`box_muller`).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import math
 
 import numpy as np
 from numba import njit, prange
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 """LLVM fast-math flags: reassociation vectorises the sums; no nnan/ninf assumptions."""
@@ -25,10 +26,6 @@ _W0, _W1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
 _LO = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)
 _LN2 = math.log(2.0)
-_SQRT2 = math.sqrt(2.0)
-_LOG_SERIES = tuple(2.0 / (2 * k + 1) for k in reversed(range(12)))  # log m = 2 atanh(s), |s| < 0.172
-_SIN_SERIES = tuple((-1.0) ** k / math.factorial(2 * k + 1) for k in reversed(range(10)))
-_COS_SERIES = tuple((-1.0) ** k / math.factorial(2 * k) for k in reversed(range(11)))
 
 
 @intrinsic
@@ -41,41 +38,62 @@ def bitcast(typingctx, value, like):
     return like(value, like), codegen
 
 
-@njit(inline="always", **JIT)
-def _log_unit(u):
-    """log(u) for float64 u > 0 to a few ulp: u = m 2^e, m in [1/sqrt2, sqrt2), series."""
-    bits = bitcast(u, np.int64(0))
-    e = (bits >> 52) - 1023
-    m = bitcast((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000, 0.0)
-    big = m > _SQRT2
-    m = m * 0.5 if big else m
-    e = e + 1 if big else e
-    s = (m - 1.0) / (m + 1.0)
-    s2 = s * s
-    p = _LOG_SERIES[0]
-    for c in _LOG_SERIES[1:]:
-        p = p * s2 + c
-    return e * _LN2 + s * p
+def box_muller(first, second, like):
+    """Two standard normals from two Philox words, in the dtype of ``like`` (overload below)."""
+    raise NotImplementedError("compiled only")
 
 
-@njit(inline="always", **JIT)
-def _sincos_turn(u):
-    """(cos, sin)(2 pi u) for float64 u in [0, 1]: quarter-turn reduction, Taylor series."""
-    n = np.floor(4.0 * u + 0.5)
-    r = 2.0 * math.pi * (u - 0.25 * n)  # |r| <= pi / 4
-    r2 = r * r
-    s = _SIN_SERIES[0]
-    for c in _SIN_SERIES[1:]:
-        s = s * r2 + c
-    s *= r
-    c_ = _COS_SERIES[0]
-    for c in _COS_SERIES[1:]:
-        c_ = c_ * r2 + c
-    quarter = np.int64(n)  # rotate (cos r, sin r) by quarter * 90 degrees
-    odd = (quarter & 1) == 1
-    cos = (1 - 2 * (((quarter + 1) >> 1) & 1)) * (s if odd else c_)
-    sin = (1 - 2 * ((quarter >> 1) & 1)) * (c_ if odd else s)
-    return cos, sin
+@overload(box_muller, jit_options={"fastmath": FASTMATH, "error_model": "numpy"}, inline="always")
+def _box_muller_impl(first, second, like):
+    """``u = (w + 0.5) 2^-32``; ``sqrt(-2 log u1) (cos, sin)(2 pi u2)``. log: ``u1 = m 2^e`` with m in
+    [1/sqrt2, sqrt2), ``log m = 2 atanh(s)``, s = (m - 1) / (m + 1), |s| < 0.172; sincos: quarter-turn
+    reduction and Taylor series on |r| <= pi / 4. Series lengths reach the working precision:
+    a few ulp in float64, about 1e-7 relative in float32 (vectorises 16 lanes wide).
+    """
+    single = like.bitwidth == 32
+    ftype, itype = (np.float32, np.int32) if single else (np.float64, np.int64)
+    mantissa, bias = (23, 127) if single else (52, 1023)
+    terms = (6, 6, 7) if single else (12, 10, 11)
+    log_series = tuple(ftype(2.0 / (2 * k + 1)) for k in reversed(range(terms[0])))
+    sin_series = tuple(ftype((-1.0) ** k / math.factorial(2 * k + 1)) for k in reversed(range(terms[1])))
+    cos_series = tuple(ftype((-1.0) ** k / math.factorial(2 * k)) for k in reversed(range(terms[2])))
+    mask, one_bits, ilike = itype((1 << mantissa) - 1), itype(bias << mantissa), itype(0)
+    half, one, two, four, quarter_turn = ftype(0.5), ftype(1.0), ftype(2.0), ftype(4.0), ftype(0.25)
+    scale, sqrt2, ln2, turn = ftype(2.0**-32), ftype(math.sqrt(2.0)), ftype(_LN2), ftype(2.0 * math.pi)
+    fbias = ftype(bias)
+
+    def impl(first, second, like):
+        u1 = (ftype(np.int64(first)) + half) * scale
+        u2 = (ftype(np.int64(second)) + half) * scale
+        bits = bitcast(u1, ilike)
+        m = bitcast(itype((bits & mask) | one_bits), one)
+        e = ftype(bits >> mantissa) - fbias
+        big = m > sqrt2
+        m = m * half if big else m
+        e = e + one if big else e
+        t = (m - one) / (m + one)
+        t2 = t * t
+        p = log_series[0]
+        for c in log_series[1:]:
+            p = p * t2 + c
+        radius = math.sqrt(-two * (e * ln2 + t * p))
+        n = np.floor(four * u2 + half)
+        r = turn * (u2 - quarter_turn * n)
+        r2 = r * r
+        s_ = sin_series[0]
+        for c in sin_series[1:]:
+            s_ = s_ * r2 + c
+        s_ *= r
+        c_ = cos_series[0]
+        for c in cos_series[1:]:
+            c_ = c_ * r2 + c
+        quarter = np.int64(n)  # rotate (cos r, sin r) by quarter * 90 degrees
+        odd = (quarter & 1) == 1
+        cos = ftype(1 - 2 * (((quarter + 1) >> 1) & 1)) * (s_ if odd else c_)
+        sin = ftype(1 - 2 * ((quarter >> 1) & 1)) * (c_ if odd else s_)
+        return radius * cos, radius * sin
+
+    return impl
 
 
 @njit(inline="always", **JIT)
@@ -104,39 +122,36 @@ def member_normals(z, k0, k1, member, step0=0):
         for h in range(min(2, (d - 4 * b + 1) // 2)):
             first, second = words[2 * h], words[2 * h + 1]
             for s in range(n):
-                u1 = (np.float64(first[s]) + 0.5) * 2.0**-32
-                u2 = (np.float64(second[s]) + 0.5) * 2.0**-32
-                radius = math.sqrt(-2.0 * _log_unit(u1))
-                cos, sin = _sincos_turn(u2)
-                pair[0, s] = radius * cos
-                pair[1, s] = radius * sin
+                pair[0, s], pair[1, s] = box_muller(first[s], second[s], 0.0)
             for e in range(min(2, d - 4 * b - 2 * h)):
                 z[:, 4 * b + 2 * h + e] = pair[e]
 
 
 @njit(**JIT)
-def _row_normals(out, k0, k1, step, member, words):
-    """Normals ``out`` (d,) of one member at one noise index; ``words`` (4, ceil(d / 4)) scratch.
+def block_normals(out, k0, k1, step, member, b0, words, pairs):
+    """Normals ``out`` (n,) of one member at one noise index: components ``4 b0 .. 4 b0 + n - 1``
+    (counter blocks ``b0 ..``); scratch ``words`` (4, >= ceil(n / 4)) uint32 and ``pairs``
+    (4, >= ceil(n / 4)) of ``out``'s dtype.
 
-    The loops run over the counter blocks, so they vectorise across blocks (one step, many
-    components: the full-space EnSF's case; :func:`member_normals` vectorises across steps).
+    Three loops over the counter blocks that vectorise (one step, many components: the
+    full-space EnSF's case; :func:`member_normals` vectorises across steps): Philox words,
+    Box-Muller into contiguous planes, then the planes interleaved into ``out``.
     """
-    d = out.shape[0]
-    nb = words.shape[1]
+    n = out.shape[0]
+    nb = (n + 3) // 4
+    like = out.dtype.type(0)
     for b in range(nb):
-        words[0, b], words[1, b], words[2, b], words[3, b] = _philox(b, step, member, k0, k1)
+        w0, w1, w2, w3 = _philox(b0 + b, step, member, k0, k1)
+        words[0, b], words[1, b], words[2, b], words[3, b] = np.uint32(w0), np.uint32(w1), np.uint32(w2), np.uint32(w3)
     for h in range(2):
-        first, second = words[2 * h], words[2 * h + 1]
+        first, second, cos, sin = words[2 * h], words[2 * h + 1], pairs[2 * h], pairs[2 * h + 1]
         for b in range(nb):
-            u1 = (np.float64(first[b]) + 0.5) * 2.0**-32
-            u2 = (np.float64(second[b]) + 0.5) * 2.0**-32
-            radius = math.sqrt(-2.0 * _log_unit(u1))
-            cos, sin = _sincos_turn(u2)
-            j = 4 * b + 2 * h
-            if j < d:
-                out[j] = radius * cos
-            if j + 1 < d:
-                out[j + 1] = radius * sin
+            cos[b], sin[b] = box_muller(first[b], second[b], like)
+    full = n // 4
+    for b in range(full):
+        out[4 * b], out[4 * b + 1], out[4 * b + 2], out[4 * b + 3] = pairs[0, b], pairs[1, b], pairs[2, b], pairs[3, b]
+    for j in range(4 * full, n):
+        out[j] = pairs[j - 4 * full, full]
 
 
 @njit(parallel=True, **JIT)
@@ -144,7 +159,7 @@ def step_normals(out, k0, k1, step, first):
     """Normals ``out`` (J, d) of noise index ``step`` for members ``first .. first + J - 1``."""
     nb = (out.shape[1] + 3) // 4
     for r in prange(out.shape[0]):
-        _row_normals(out[r], k0, k1, step, first + r, np.empty((4, nb), np.uint64))
+        block_normals(out[r], k0, k1, step, first + r, 0, np.empty((4, nb), np.uint32), np.empty((4, nb), out.dtype))
 
 
 def normals(seed: int, step: int, first: int, count: int, d: int) -> np.ndarray:
