@@ -38,6 +38,7 @@ Nothing in the package imports jax or DAPPER; they are the optional extra ``[pee
     pip install -e ".[peers]"
     python benchmarks/peers.py            # K = 8 and 100, 50 steps; 3 x 1400 cycles (~4 min)
     python benchmarks/peers.py --quick    # K = 8, 10 steps; 1 x 400 cycles (under a minute)
+    python benchmarks/peers.py --lorenz96-only   # the LETKF part alone (DAPPER only)
     python benchmarks/peers.py --gpu      # part 1 on a GPU: ours (CuPy) vs jax-cfd on the same GPU
     python benchmarks/peers.py --kolmogorov-only   # part 1 on the CPU (jax-cfd only, no DAPPER)
 
@@ -323,12 +324,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--gpu", action="store_true", help="Kolmogorov only, ours (CuPy) and jax-cfd on the GPU")
     ap.add_argument("--kolmogorov-only", action="store_true", help="part 1 only (no DAPPER needed); JSON "
                     "results/peers_kolmogorov_cpu.json")
+    ap.add_argument("--lorenz96-only", action="store_true", help="part 2 only (no jax needed); JSON "
+                    "results/peers_lorenz96_cpu.json")
     ap.add_argument("--out", default=None, help="JSON path (default results/peers_cpu.json, peers_gpu.json)")
     args = ap.parse_args(argv)
     part1 = args.gpu or args.kolmogorov_only
-    out = args.out or str(RESULTS / ("peers_gpu.json" if args.gpu else
-                                     "peers_kolmogorov_cpu.json" if part1 else "peers_cpu.json"))
-    needed = ("jax", "jax_cfd") if part1 else ("jax", "jax_cfd", "dapper")
+    if part1 and args.lorenz96_only:
+        raise SystemExit("--lorenz96-only runs part 2 alone: drop --gpu / --kolmogorov-only, or run it separately")
+    out = args.out or str(RESULTS / ("peers_gpu.json" if args.gpu else "peers_kolmogorov_cpu.json" if part1 else
+                                     "peers_lorenz96_cpu.json" if args.lorenz96_only else "peers_cpu.json"))
+    needed = ("jax", "jax_cfd") if part1 else ("dapper",) if args.lorenz96_only else ("jax", "jax_cfd", "dapper")
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
         raise SystemExit(f"benchmarks/peers.py needs {', '.join(missing)}: pip install -e \".[peers]\"")
@@ -353,7 +358,7 @@ def main(argv=None) -> dict:
     kolmogorov = {"grid": GRID, "dt": DT, "Re": RE, "drag": DRAG, "forcing_wavenumber": FORCING_K,
                   "precision": "float64", "rows": {}, "agreement": {}, "load": {}}
     backends = ("cupy",) if args.gpu else ("numpy", "scipy", *(("ducc0",) if importlib.util.find_spec("ducc0") else ()))
-    for K in members:
+    for K in () if args.lorenz96_only else members:
         kolmogorov["rows"][K], kolmogorov["agreement"][K] = kolmogorov_rows(K, steps, backends)
         kolmogorov["load"][K] = load_average()
     lorenz96 = None if part1 else lorenz96_rows(spinup, cycles, repeats, args.loc_rad, args.infl, radius, inflation)

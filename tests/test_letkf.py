@@ -11,7 +11,8 @@ from ldensf_hpc.filters import METHODS, make_method
 from ldensf_hpc.filters.base import Observation
 from ldensf_hpc.filters.cycle import cycle
 from ldensf_hpc.filters.ensf import EnSF
-from ldensf_hpc.filters.letkf import LETKF, distances, gaspari_cohn
+from ldensf_hpc.filters.letkf import (NEWTON_SCHULZ_MAX_ITERATIONS, LETKF, distances, gaspari_cohn, inverse_sqrt,
+                                      newton_schulz_iterations)
 from ldensf_hpc.models import trajectory
 from ldensf_hpc.models.lorenz96 import Lorenz96, Lorenz96Config
 from ldensf_hpc.observe import ObservationOperator, full_operator, grid_operator, moving_points
@@ -54,6 +55,21 @@ def _lorenz96_case(K=12, stride=3, seed=0):
     op = grid_operator((40,), stride=stride, periodic=True)
     obs = Observation(op, rng.standard_normal(op.m), np.full(op.m, 0.7))
     return forecast, obs
+
+
+@pytest.mark.parametrize("spread", [0.3, 3.0, 100.0])
+def test_inverse_square_root_of_the_ensemble_space_matrices(spread):
+    """Newton-Schulz (well-conditioned stacks) and eigh (beyond its step budget) both give A^-1/2:
+    Z A Z = I and Z symmetric to round-off, for condition numbers ~2, ~50 and ~1e4."""
+    rng = np.random.default_rng(1)
+    Y = spread * rng.standard_normal((6, 20, 40))
+    lowest = 19.0 / 1.02
+    A = np.einsum("lkm,ljm->lkj", Y, Y) + lowest * np.eye(20)
+    Z = inverse_sqrt(A, lowest)
+    np.testing.assert_allclose(Z @ A @ Z, np.broadcast_to(np.eye(20), A.shape), atol=1e-12)
+    np.testing.assert_allclose(Z, Z.transpose(0, 2, 1), atol=1e-13)
+    ratio = lowest / (0.5 * (lowest + np.abs(A).sum(axis=-1).max()))
+    assert (newton_schulz_iterations(ratio) > NEWTON_SCHULZ_MAX_ITERATIONS) == (spread == 100.0)
 
 
 def test_huge_radius_reduces_to_the_global_etkf():
