@@ -5,6 +5,7 @@ trajectories and trains the VAE under the session's base temp directory: the fir
 module that asks trains it (about 10 s on one core), later ones resume the finished
 checkpoint without retraining.
 """
+import copy
 import json
 
 import numpy as np
@@ -73,6 +74,25 @@ def test_shapes_on_any_grid(ny, nx, blocks):
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert all(p.grad is not None for p in model.parameters())  # every network is in the loss
+
+
+def test_channels_last_convolutions_equal_the_plain_layout():
+    """The networks run their convolutions channels-last (NHWC, the fast CPU path); the same weights
+    applied by plain NCHW convolutions give the same encodings and fields to float32 round-off."""
+    model = _model(150, 150).eval()
+    plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    x, z = torch.randn(3, 2, 150, 150), torch.randn(3, 6)
+    left, _, top, _ = model._pads()
+    with torch.no_grad():
+        assert model.decoder_net[0].weight.is_contiguous(memory_format=torch.channels_last)
+        assert not plain.decoder_net[0].weight.is_contiguous(memory_format=torch.channels_last)
+        padded = torch.nn.functional.pad(x, model._pads(), mode="replicate")
+        mu = plain.state_head(plain.state_net(padded))[:, :6]
+        torch.testing.assert_close(model.encode_state(x)[0], mu, rtol=1e-5, atol=1e-5)
+        fields = plain.decoder_net(plain.decoder_in(z).reshape(3, model._top_channels, *model.coarse))
+        out = model.decode(z)
+        assert out.is_contiguous()
+        torch.testing.assert_close(out, fields[:, :, top:top + 150, left:left + 150], rtol=1e-5, atol=1e-5)
 
 
 def test_loss_samples_in_training_and_uses_means_in_evaluation():
