@@ -28,7 +28,8 @@ Measured, for K members (100):
   breakdown. The coupled VAE has the config's sizes (``vae``) and untrained weights, like
   the LDNet below; the latent observation noise is 0.1.
 - LD-EnSF: the registered ``ld_ensf`` method over all latent steps, once per kernel backend
-  present (torch reference, Numba; CUDA when CuPy sees a GPU), with the LDNet and the LSTM
+  present (torch reference, Numba, blas (the full-space path, slow at this d), cuda_host (the
+  CUDA C emulated on the host, for tests); CUDA when CuPy sees a GPU), with the LDNet and the LSTM
   encoder of the paper's sizes and untrained weights (timing needs no training) and a latent
   observation std of 0.1: T_d the LDNet dynamics F, T_f the latent analyses
   (d = latent + p = 12 / 10), T_e the LSTM encoding of the observation history (in the
@@ -56,6 +57,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -206,7 +208,7 @@ def time_ensf(s: Setup, budget: float) -> dict:
 
 
 def kernel_backends() -> list[str]:
-    """The latent-kernel backends usable here: reference and numba; cuda with a CuPy GPU."""
+    """The EnSF kernel backends usable here: every registered one, cuda only with a CuPy GPU."""
     return [name for name in kernels.BACKENDS if name != "cuda" or cupy_available()]
 
 
@@ -399,7 +401,8 @@ def main(argv=None) -> dict:
                   f"(paper {PAPER[(case, 'Latent-EnSF')]['T_f'] / PAPER[(case, 'LD-EnSF')]['T_f']:.3g})")
     info["load_average_end"] = machine()["load_average"]
     out = args.out or RESULTS / f"timing_study_{device_tag(info['gpu'])}.json"
-    write_json(out, {"machine": info, "quick": args.quick, "preset": args.preset, "members": args.members,
+    write_json(out, {"machine": info, "command": "python benchmarks/timing_study.py " + " ".join(argv or sys.argv[1:]),
+                     "quick": args.quick, "preset": args.preset, "members": args.members,
                      "budget_s": args.budget, "wall_s": time.perf_counter() - started,
                      "paper": {f"{c}/{m}": v for (c, m), v in PAPER.items()}, "cases": results, "table": table})
     print(f"wrote {out}")

@@ -1,26 +1,29 @@
-"""EnSF analysis for a large state dimension (backend ``blas``: the full-space EnSF).
+"""EnSF analysis for a large state dimension (backend ``blas``: the full-space EnSF's default).
 
-Each Euler-Maruyama step of Algorithm 1 (LD-EnSF paper eqs. 9-12) is two BLAS products and
-one fused pass, on arrays allocated once per analysis:
+Each Euler-Maruyama step of Algorithm 1 (LD-EnSF paper eqs. 9-12) is the mixture score as
+dot-product attention (as in :mod:`ldensf_hpc.kernels.reference`): logits
+``(2 a x.p_k - a^2 |p_k|^2) c`` from ``G = x p^T`` (J x K), a row softmax ``W``, the weighted
+forecast mean ``M = W p`` (J x d), then the update. The state components are split into fixed
+chunks of ``CHUNK`` processed in parallel (single-threaded BLAS in each); a chunk walks its
+tiles of ``TILE`` components and, per tile, with the forecast tile read once from cache:
 
-- logits ``G = x p^T`` (J x K, one GEMM), turned in place into softmax weights
-  ``w_k ~ exp((2 a x.p_k - a^2 |p_k|^2) c)`` (eq. 11-12 as dot-product attention, as in
-  :mod:`ldensf_hpc.kernels.reference`);
-- the weighted forecast mean ``M = W p`` (J x d, one GEMM into a buffer);
-- one Numba pass over (J, d), members in parallel: the prior score ``(a M - x) / beta2``, the
-  damped likelihood score ``h inv_var (y - x)``, the clip, the drift and the Philox4x32-10
-  noise of :mod:`ldensf_hpc.kernels.philox` drawn on the fly in tiles of ``TILE`` components
-  (the stream of every backend; no noise array of (K, d) per step), updating ``x`` in place.
+1. ``M = W p`` on the tile (GEMM);
+2. one fused pass over the J samples: the prior score ``(a M - x) / beta2``, the damped
+   likelihood score ``h inv_var (y - x)``, the clip, the drift and the Philox4x32-10 noise of
+   :mod:`ldensf_hpc.kernels.philox` drawn in the pass (the stream of every backend; no (K, d)
+   noise array per step), updating ``x`` in place;
+3. the tile's share of the next step's ``G`` (GEMM, accumulated).
 
-float32 input runs in float32 (single-precision GEMMs: half the time of float64, the
-accuracy stated in :class:`~ldensf_hpc.filters.ensf.EnSF`); float64 in float64.
+The chunks' shares of ``G`` are summed in chunk order, so no result depends on the thread
+count. float32 input runs in float32 (half the time of float64; accuracy in
+:class:`~ldensf_hpc.filters.ensf.EnSF`), float64 in float64.
 """
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import llvmlite.binding as llvm
+import numpy as np
 from numba import njit, prange, types
 from numba.extending import get_cython_function_address
 from threadpoolctl import threadpool_limits
