@@ -22,7 +22,8 @@ Backends, chosen by name from :data:`BACKENDS`:
   products per step, the right backend for large ``d``: full-space EnSF);
 - ``numba``: fused CPU kernel, one member per ``prange`` iteration, online softmax (latent ``d``);
 - ``blas``: two BLAS products and one fused Numba pass per step, normals drawn in the pass
-  (:mod:`ldensf_hpc.kernels.blas`; large ``d``: the full-space EnSF's default);
+  (:mod:`ldensf_hpc.kernels.blas`; large ``d``: the full-space EnSF's default; CuPy input
+  goes through the reference path on its device);
 - ``cuda``: CUDA C kernel ``kernels/cuda/ensf_fused.cu`` through CuPy, one thread per member (d <= 32);
 - ``cuda_host``: the same CUDA C and launch executed on the CPU by host emulation
   (:mod:`ldensf_hpc.cuda_host`; a C++20 compiler, slow: for tests without a GPU).
@@ -111,7 +112,7 @@ def ensf_update(prior, obs, obs_std=None, *, inv_var=None, rows: slice | None = 
 
     Returns
     -------
-    (J, d) analysis samples, NumPy (CuPy for CuPy input to the ``cuda`` and ``reference`` backends).
+    (J, d) analysis samples, NumPy (CuPy for CuPy input to the ``cuda``, ``reference`` and ``blas`` backends).
     """
     analysis = BACKENDS[backend]
     prior = _as_array(prior)

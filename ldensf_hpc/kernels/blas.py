@@ -16,7 +16,8 @@ tiles of ``TILE`` components and, per tile, with the forecast tile read once fro
 
 The chunks' shares of ``G`` are summed in chunk order, so no result depends on the thread
 count. float32 input runs in float32 (half the time of float64; accuracy in
-:class:`~ldensf_hpc.filters.ensf.EnSF`), float64 in float64.
+:class:`~ldensf_hpc.filters.ensf.EnSF`), float64 in float64. CuPy input (a model on the GPU)
+goes through :mod:`ldensf_hpc.kernels.reference` on its device.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from numba import njit, prange, types
 from numba.extending import get_cython_function_address
 from threadpoolctl import threadpool_limits
 
-from ..errors import InputError
+from . import reference
 from .philox import JIT, block_normals
 
 TILE = 512
@@ -166,8 +167,8 @@ def _start(x, k0, k1, first):
 
 def analysis(prior, obs, inv_var, table, noise, seed, mixture, clip, rows) -> np.ndarray:
     """BLAS EnSF analysis (arguments as prepared by :func:`ldensf_hpc.kernels.ensf_update`)."""
-    if not isinstance(prior, np.ndarray):
-        raise InputError("the blas backend needs NumPy arrays; use backend='reference' or 'cuda' for CuPy arrays")
+    if not isinstance(prior, np.ndarray):  # CuPy arrays: the reference path's GEMMs, on their device
+        return reference.analysis(prior, obs, inv_var, table, noise, seed, mixture, clip, rows)
     dtype = prior.dtype
     K, d = prior.shape
     first, J = rows.start, rows.stop - rows.start
