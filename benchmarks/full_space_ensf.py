@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from common import RESULTS, best_of, describe, machine, markdown_table, write_json
+from timing_study import PAPER, full_trajectory
 
 from ldensf_hpc import cases
 from ldensf_hpc.backend import rng_for
@@ -44,10 +45,6 @@ from ldensf_hpc.observe import grid_operator, observe
 PEAK_GHZ = 2.6
 """Clock of the peak estimate (the CI machine's AMD EPYC Zen 4 cores)."""
 FMA_PER_CYCLE = {"float32": 16, "float64": 8}
-ANALYSES = {"swe": 50, "kolmogorov": 39}
-"""Analyses of the paper's trajectory (benchmarks/timing_study.py)."""
-PAPER_T_F = {"swe": 83.9, "kolmogorov": 40.1}
-"""The paper's EnSF T_f per trajectory (AMD EPYC 7543, 32 cores; Table 1)."""
 VARIANTS = (("reference", "float64"), ("blas", "float64"), ("blas", "float32"))
 
 
@@ -71,6 +68,7 @@ def problem(case: str, n: int, K: int, steps: int, seed: int = 0):
 def run_case(case: str, n: int, K: int, steps: int, repeats: int) -> list[dict]:
     cfg, forecast, obs = problem(case, n, K, steps)
     d = forecast.shape[1]
+    analyses, paper_T_f = full_trajectory(load_config("paper", case=case)).cycles, PAPER[(case, "EnSF")]["T_f"]
     cores = len(os.sched_getaffinity(0))
     rows, reference_mean, reference_s = [], None, None
     for kernel, precision in VARIANTS:
@@ -87,7 +85,7 @@ def run_case(case: str, n: int, K: int, steps: int, repeats: int) -> list[dict]:
                      "precision": precision, "analysis_s_best": timing["best_s"], "analysis_s_median": seconds,
                      "repeats": len(timing["times_s"]), "speedup_vs_reference": reference_s / seconds,
                      "gemm_gflops": gflops, "peak_gflops": peak, "fraction_of_peak": gflops / peak,
-                     "T_f_trajectory_s": seconds * ANALYSES[case], "paper_T_f_s": PAPER_T_F[case],
+                     "T_f_trajectory_s": seconds * analyses, "paper_T_f_s": paper_T_f,
                      "mean_rel_diff_vs_reference": float(np.linalg.norm(mean - reference_mean)
                                                          / np.linalg.norm(reference_mean))})
     return rows

@@ -30,7 +30,7 @@ from numba.extending import get_cython_function_address
 from threadpoolctl import threadpool_limits
 
 from . import reference
-from .philox import JIT, block_normals
+from .philox import JIT, block_normals, step_normals
 
 TILE = 512
 """Components per tile of the fused pass (its normals stay in L1)."""
@@ -155,16 +155,6 @@ def _analysis(prior, obs, inv_var, coefs, clipped, clip, noise, k0, k1, mixture,
                            c * CHUNK, min(d, (c + 1) * CHUNK), shares[c])
 
 
-@njit(parallel=True, **JIT)
-def _start(x, k0, k1, first):
-    """``x`` (J, d) <- the Philox normals of noise index 0 (the N(0, I) start at tau = 1)."""
-    for r in prange(x.shape[0]):
-        words = np.empty((4, TILE // 4), np.uint32)
-        pairs = np.empty((4, TILE // 4), x.dtype)
-        for j0 in range(0, x.shape[1], TILE):
-            block_normals(x[r, j0:j0 + TILE], k0, k1, 0, first + r, j0 // 4, words, pairs)
-
-
 def analysis(prior, obs, inv_var, table, noise, seed, mixture, clip, rows) -> np.ndarray:
     """BLAS EnSF analysis (arguments as prepared by :func:`ldensf_hpc.kernels.ensf_update`)."""
     if not isinstance(prior, np.ndarray):  # CuPy arrays: the reference path's GEMMs, on their device
@@ -175,7 +165,7 @@ def analysis(prior, obs, inv_var, table, noise, seed, mixture, clip, rows) -> np
     k0, k1 = np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32)
     if noise is None:
         x = np.empty((J, d), dtype)
-        _start(x, k0, k1, np.int64(first))
+        step_normals(x, k0, k1, np.int64(0), np.int64(first))  # the N(0, I) start at tau = 1
     else:
         x = noise[0, rows].copy()
     t = table.astype(np.float64)  # alpha, 1/beta2, 1/(2 beta2), x_factor, score_factor, damping, noise_scale

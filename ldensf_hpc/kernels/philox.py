@@ -39,8 +39,11 @@ def bitcast(typingctx, value, like):
 
 
 def box_muller(first, second, like):
-    """Two standard normals from two Philox words, in the dtype of ``like`` (overload below)."""
-    raise NotImplementedError("compiled only")
+    """Two standard normals from two Philox words, in the dtype of ``like`` (compiled: the overload below)."""
+    radius = math.sqrt(-2.0 * math.log((int(first) + 0.5) * 2.0**-32))
+    angle = 2.0 * math.pi * (int(second) + 0.5) * 2.0**-32
+    kind = type(like)
+    return kind(radius * math.cos(angle)), kind(radius * math.sin(angle))
 
 
 @overload(box_muller, jit_options={"fastmath": FASTMATH, "error_model": "numpy"}, inline="always")
