@@ -13,6 +13,12 @@ Prints a Markdown table and writes JSON (machine, versions, load, every timing):
     python benchmarks/solvers.py --quick      # same grids, fewer members/steps (seconds)
     python benchmarks/solvers.py --gpu-only   # the CuPy rows alone (benchmarks/gpu_suite.sh)
 
+- Atmosphere (forced shallow water on the sphere), K = 4 members at 64 x 128, 128 x 256 and 256 x 512:
+  member-steps per second of ours (ducc0 transforms, members on ``workers`` threads) beside
+  torch-harmonics' example solver (``torch_harmonics.examples.ShallowWaterSolver``, one member, same
+  grid and truncation) when that package is importable, and the projected cost of the paper's dataset
+  (200 trajectories of 756 h at the paper preset's step).
+
 GPU target (issue): SWE K = 100 x 2000 steps at 150^2 in <= 0.1 s (a batched torch port: 0.76 s on an H100).
 """
 from __future__ import annotations
@@ -77,6 +83,53 @@ def time_kolmogorov(backend: str, K: int, frames: int) -> tuple[float, float, in
     return wall, cpu, spf
 
 
+SPHERE_GRIDS = ((64, 128), (128, 256), (256, 512))
+SPHERE_K = 4
+
+
+def time_sphere(nlat: int, nlon: int, K: int, steps: int) -> dict:
+    """Ours: member-steps per second for K members at nlat x nlon (the step the CFL allows, after a warm-up step)."""
+    dt = 240.0 * 256 / nlat  # the paper preset's 240 s at 256 latitudes, scaled with the resolution
+    cfg = load_config("paper", case="atmosphere", overrides=[f"atmosphere.nlat={nlat}", f"atmosphere.nlon={nlon}",
+                                                             f"atmosphere.dt={dt}"])
+    model = cases.get("atmosphere").model(cfg)
+    params = model.sample_params(np.random.default_rng(0), K)
+    state = model.step(model.initial_state(params), params, 1)
+    _, wall, cpu = timed(lambda: model.step(state, params, steps))
+    return {"nlat": nlat, "nlon": nlon, "lmax": model.lmax, "dt": dt, "K": K, "steps": steps, "seconds": wall,
+            "cpu_seconds": cpu, "member_steps_per_s": K * steps / wall, "workers": cfg.model.workers}
+
+
+def time_torch_harmonics(nlat: int, nlon: int, lmax: int, dt: float, steps: int) -> dict:
+    """torch-harmonics' example solver (one member, float64, CPU) on the same grid and truncation, or why not."""
+    try:
+        import torch
+        from torch_harmonics.examples import ShallowWaterSolver
+    except ImportError as exc:
+        return {"skipped": f"torch-harmonics not importable ({exc})"}
+    solver = ShallowWaterSolver(nlat, nlon, dt, lmax=lmax + 1, mmax=lmax + 1, grid="legendre-gauss").to(torch.float64)
+    uspec = solver.timestep(solver.galewsky_initial_condition(), 1)
+    with torch.no_grad():
+        _, wall, cpu = timed(lambda: solver.timestep(uspec, steps))
+    return {"seconds": wall, "cpu_seconds": cpu, "steps": steps, "member_steps_per_s": steps / wall,
+            "threads": torch.get_num_threads()}
+
+
+def sphere_rows(quick: bool) -> list[dict]:
+    rows = []
+    for nlat, nlon in SPHERE_GRIDS[:2] if quick else SPHERE_GRIDS:
+        steps = max(2, int(400 * (64 / nlat) ** 3)) if not quick else 2
+        ours = time_sphere(nlat, nlon, SPHERE_K, steps)
+        peer = time_torch_harmonics(nlat, nlon, ours["lmax"], ours["dt"], steps)
+        if (nlat, nlon) == SPHERE_GRIDS[-1]:  # the paper preset: 200 trajectories x (63 + 126) frames x 60 steps
+            ours["paper_dataset_cpu_hours"] = 200 * (63 + 126) * 60 / ours["member_steps_per_s"] / 3600
+        ours["torch_harmonics"] = peer
+        if "member_steps_per_s" in peer:
+            ours["ours_over_torch_harmonics"] = ours["member_steps_per_s"] / peer["member_steps_per_s"]
+        rows.append(ours)
+    return rows
+
+
 def row(case, backend, K, steps, seconds, cpu_seconds, unit="steps"):
     """One timing (wall seconds), extrapolated linearly to K = 100 x the paper's trajectory length."""
     full = seconds * (PAPER_K / K) * (PAPER_STEPS[case] / steps)
@@ -116,13 +169,15 @@ def main(argv=None) -> dict:
         r["steps_per_frame"], r["frames_per_second"] = spf, kol_frames / seconds
         rows.append(r)
 
+    sphere = [] if args.gpu_only else sphere_rows(args.quick)
+
     def ratio(case, fast, slow):
         by = {r["backend"]: r["full_K100_seconds"] for r in rows if r["case"] == case}
         return by[slow] / by[fast] if fast in by and slow in by else None
 
     result = {"machine": machine(), "command": "python benchmarks/solvers.py " + " ".join(argv or sys.argv[1:]),
               "load_before": load_before, "load_after": load_average(), "quick": args.quick,
-              "grid": 150, "rows": rows, "swe_numba_speedup_over_numpy": ratio("swe", "numba", "numpy"),
+              "grid": 150, "rows": rows, "sphere": sphere, "swe_numba_speedup_over_numpy": ratio("swe", "numba", "numpy"),
               "kolmogorov_scipy_speedup_over_numpy": ratio("kolmogorov", "scipy", "numpy"),
               "kolmogorov_cupy_speedup_over_scipy": ratio("kolmogorov", "cupy", "scipy"),
               "swe_cupy_speedup_over_numba": ratio("swe", "cupy", "numba")}
@@ -153,6 +208,18 @@ def main(argv=None) -> dict:
     if swe_gpu:
         print(f"GPU target SWE K=100 x 2000 steps <= {GPU_TARGET_SWE_S} s: "
               f"{swe_gpu[0]['full_K100_seconds']:.3g} s, {'met' if result['gpu_target_swe_met'] else 'missed'}.")
+    if sphere:
+        print(f"\nAtmosphere (shallow water on the sphere), K = {SPHERE_K}, float64: member-steps per second\n")
+        print(markdown_table(
+            ["grid", "lmax", "dt [s]", "ours", "torch-harmonics example (1 member)", "ours / theirs"],
+            [[f"{r['nlat']} x {r['nlon']}", r["lmax"], f"{r['dt']:g}", f"{r['member_steps_per_s']:.4g}",
+              f"{r['torch_harmonics']['member_steps_per_s']:.4g}" if "member_steps_per_s" in r["torch_harmonics"]
+              else r["torch_harmonics"]["skipped"],
+              f"{r['ours_over_torch_harmonics']:.3g}" if "ours_over_torch_harmonics" in r else "-"] for r in sphere]))
+        paper = [r for r in sphere if "paper_dataset_cpu_hours" in r]
+        if paper:
+            print(f"Paper-size dataset (200 trajectories x 11 340 steps at 256 x 512): "
+                  f"{paper[0]['paper_dataset_cpu_hours']:.3g} h on this machine.")
     print(f"wrote {write_json(out, result)}")
     return result
 

@@ -17,7 +17,7 @@ live in registries; nothing outside a registry branches on their names.
 __version__ = "0.1.0"
 
 LAYERS = (
-    "presets", "errors", "registry", "config", "backend", "cuda_host", "machine", "parallel", "sde", "metrics",
+    "presets", "errors", "registry", "config", "backend", "cuda_host", "machine", "parallel", "sde", "metrics", "geometry",
     "plots",  # foundations
     "models", "observe", "sensor_log", "cases",  # physics: solvers, observation operators and logs, the cases
     "kernels", "data", "surrogate", "filters",  # numerics, data, networks, the method registry

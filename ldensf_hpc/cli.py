@@ -155,7 +155,7 @@ def cmd_assimilate(args) -> int:
 
 def cmd_run(args) -> int:
     from .api import Case
-    from .pipeline import LEGEND, capability_table, summary_table
+    from .pipeline import capability_table, summary_table
 
     _single_process("run", None)
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
@@ -170,7 +170,7 @@ def cmd_run(args) -> int:
         print(f"reusing the report of a run with the same inputs (config, methods, noise levels, dataset, "
               f"checkpoints; digest {report['inputs_sha256'][:12]})")
     print(summary_table(report))
-    print(f"\n{LEGEND}\n\n{capability_table(report)}\n")
+    print(f"\n{report['legend']}\n\n{capability_table(report)}\n")
     print(f"report: {report['path']} (and report.md); plots: {', '.join(report['plots'])}")
     return 0
 

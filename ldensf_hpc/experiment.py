@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cases, metrics
+from . import cases, geometry, metrics
 from .backend import rng_for, to_numpy
 from .data import store as data_store
 from .data.dataset import TrajectoryStore, load_normalization, split_indices
@@ -102,7 +102,7 @@ class Experiment:
         grid = case.observation_operator(cfg, (store.n_fields, store.ny, store.nx))
         self.log = None
         if sensor_log is not None:
-            self.log = read_sensor_log(sensor_log, store.field_names, store.time, store.x, store.y, grid.periodic)
+            self.log = read_sensor_log(sensor_log, store.field_names, store.time, store.x, store.y, grid.layout)
             frames, operators = self.log.frames, self.log.operators
             check_log(cfg, self.log, grid)
         else:
@@ -112,9 +112,10 @@ class Experiment:
             else:
                 locations = int(np.unique(grid.index % grid.n_points).size)
                 operators = moving_points(grid.shape, locations, len(frames), rng_for(seed, SENSOR_STREAM),
-                                          periodic=grid.periodic)
+                                          **grid.layout)
         self.truth = store.frames(j)[frames].astype(np.float64)
         self.u_true = store.params[j]
+        self.cell_weights = geometry.get(store.geometry).cell_weights((store.ny, store.nx))  # metrics weigh by area
         self.grid_operator = grid
         K = cfg.ensf.ensemble_size
         if K < 2:
@@ -172,15 +173,17 @@ class Experiment:
         scale = p.field_std[:, None, None]
         truth_std = (self.truth - p.field_mean[:, None, None]) / scale
         mean_std = (run.mean - p.field_mean[:, None, None]) / scale
-        out = {"full_rel_rmse": [rel_error(m, t) for m, t in zip(run.mean, self.truth)]}
+        w = np.broadcast_to(self.cell_weights, self.truth.shape[1:])
+        out = {"full_rel_rmse": [rel_error(m, t, w) for m, t in zip(run.mean, self.truth)]}
         if run.std is not None:
-            out["spread_error_ratio"] = [float(np.sqrt(np.mean((s / scale) ** 2)) / np.sqrt(np.mean((m - t) ** 2)))
+            out["spread_error_ratio"] = [float(np.sqrt(np.average((s / scale) ** 2, weights=w))
+                                               / np.sqrt(np.average((m - t) ** 2, weights=w)))
                                          for s, m, t in zip(run.std, mean_std, truth_std)]
         if run.members is not None:
-            out["crps"] = [metrics.crps((x - p.field_mean[:, None, None]) / scale, t)
+            out["crps"] = [metrics.crps((x - p.field_mean[:, None, None]) / scale, t, w)
                            for x, t in zip(run.members.astype(np.float64), truth_std)]
         for name, fields in run.fields.items():
-            out[f"{name}_full_rel_rmse"] = [rel_error(f, t) for f, t in zip(fields, self.truth)]
+            out[f"{name}_full_rel_rmse"] = [rel_error(f, t, w) for f, t in zip(fields, self.truth)]
         if run.params is not None:
             out["param_rel_error"] = [metrics.param_error(u, self.u_true) for u in run.params]
             out["param_mean"] = run.params.mean(axis=1).tolist()
@@ -219,10 +222,11 @@ def check_log(cfg, log, grid) -> None:
                           "pass --set observe.irregular=true (or the observe.every of the log)")
 
 
-def rel_error(a, b) -> float:
-    """``||a - b|| / ||b||`` over all components."""
+def rel_error(a, b, weights=None) -> float:
+    """``||a - b|| / ||b||`` over all components, each squared term weighted by ``weights`` (broadcast; e.g. cell areas)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+    w = 1.0 if weights is None else np.broadcast_to(weights, b.shape)
+    return float(np.sqrt(np.sum(w * (a - b) ** 2) / np.sum(w * b**2)))
 
 
 def prior_members(model, rows: slice, seed: int, warmup_steps: int = 0):

@@ -50,8 +50,9 @@ def spread_error_ratio(ensemble, truth) -> float:
     return spread(ensemble) / rmse(ensemble, truth)
 
 
-def crps(ensemble, truth) -> float:
-    """Continuous ranked probability score, ensemble estimator, averaged over components.
+def crps(ensemble, truth, weights=None) -> float:
+    """Continuous ranked probability score, ensemble estimator, averaged over components
+    (with ``weights`` of one member's shape, e.g. cell areas: their weighted mean).
 
     CRPS_j = mean_k |x_kj - y_j| - 1 / (2 K^2) sum_{k,l} |x_kj - x_lj|; the pair sum
     is computed from the sorted members, sum_{k,l} |x_k - x_l| = 2 sum_i (2i - K - 1) x_(i).
@@ -61,7 +62,11 @@ def crps(ensemble, truth) -> float:
     skill = xp.abs(ens - truth).mean(axis=0)
     rank_weight = 2.0 * xp.arange(1, K + 1, dtype=ens.dtype) - K - 1
     pair_sum = 2.0 * (rank_weight[:, None] * xp.sort(ens, axis=0)).sum(axis=0)
-    return float(xp.mean(skill - pair_sum / (2.0 * K * K)))
+    score = skill - pair_sum / (2.0 * K * K)
+    if weights is None:
+        return float(xp.mean(score))
+    w = xp.asarray(weights, dtype=score.dtype).reshape(-1)
+    return float((w * score).sum() / w.sum())
 
 
 def energy_score(ensemble, truth) -> float:

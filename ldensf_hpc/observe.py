@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import geometry
 from .backend import array_module
 from .errors import ConfigError, InputError
 
@@ -32,12 +33,15 @@ class ObservationOperator:
     index : ``(m,)`` distinct flat component indices, in ``[0, d)``.
     periodic : whether the spatial domain wraps around (Lorenz-96, Kolmogorov);
         used for distances in localisation.
+    geometry : the domain's geometry (:mod:`ldensf_hpc.geometry`): "plane", or "sphere" for a
+        latitude-longitude grid (great-circle distances).
     """
 
     name: str
     shape: tuple[int, ...]
     index: np.ndarray
     periodic: bool = False
+    geometry: str = "plane"
 
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
@@ -94,6 +98,15 @@ class ObservationOperator:
         return np.asarray(self.spatial, dtype=float) if self.periodic else None
 
     @property
+    def layout(self) -> dict:
+        """What another operator on the same domain needs: ``periodic`` and ``geometry`` keywords."""
+        return {"periodic": self.periodic, "geometry": self.geometry}
+
+    def distances(self, points=slice(None)) -> np.ndarray:
+        """Distances ``(L, m)`` in grid units between the state locations ``points`` and the observed points."""
+        return geometry.get(self.geometry).distances(self.state_coords[points], self.coords, self.spatial, self.period)
+
+    @property
     def xi(self) -> np.ndarray:
         """Observed coordinates scaled to [-1, 1] per axis."""
         extent = np.maximum(np.asarray(self.spatial, dtype=float) - 1.0, 1.0)
@@ -127,15 +140,15 @@ def _field_numbers(shape, fields) -> np.ndarray:
     return np.unique(fields)
 
 
-def _select(name, shape, points, fields, periodic) -> ObservationOperator:
+def _select(name, shape, points, fields, periodic, geometry="plane") -> ObservationOperator:
     """Operator observing spatial locations ``points`` in each field of ``fields``."""
     shape = tuple(int(n) for n in shape)
     n_points = int(np.prod(shape if len(shape) == 1 else shape[1:]))
     index = (_field_numbers(shape, fields)[:, None] * n_points + np.asarray(points)[None, :]).ravel()
-    return ObservationOperator(name, shape, index, periodic)
+    return ObservationOperator(name, shape, index, periodic, geometry)
 
 
-def grid_operator(shape, stride: int, fields=None, periodic: bool = False) -> ObservationOperator:
+def grid_operator(shape, stride: int, fields=None, periodic: bool = False, geometry: str = "plane") -> ObservationOperator:
     """Every ``stride``-th point along each spatial axis, from index 0.
 
     A 150 x 150 field with ``stride = 15`` gives the paper's 10 x 10 network.
@@ -145,31 +158,31 @@ def grid_operator(shape, stride: int, fields=None, periodic: bool = False) -> Ob
         raise InputError(f"grid stride must be >= 1, got {stride}")
     picked = np.meshgrid(*(np.arange(0, n, int(stride)) for n in spatial), indexing="ij")
     points = np.ravel_multi_index(tuple(p.ravel() for p in picked), spatial)
-    return _select("grid", shape, points, fields, periodic)
+    return _select("grid", shape, points, fields, periodic, geometry)
 
 
 def points_operator(shape, n_points: int, rng: np.random.Generator, fields=None,
-                    periodic: bool = False) -> ObservationOperator:
+                    periodic: bool = False, geometry: str = "plane") -> ObservationOperator:
     """``n_points`` distinct spatial locations drawn once from ``rng`` (sorted)."""
     total = int(np.prod(shape if len(shape) == 1 else shape[1:]))
     if not 1 <= int(n_points) <= total:
         raise InputError(f"number of observed points must be in [1, {total}], got {n_points}")
     points = np.sort(rng.choice(total, size=int(n_points), replace=False))
-    return _select("points", shape, points, fields, periodic)
+    return _select("points", shape, points, fields, periodic, geometry)
 
 
 def moving_points(shape, n_points: int, n_times: int, rng: np.random.Generator, fields=None,
-                  periodic: bool = False) -> list[ObservationOperator]:
+                  periodic: bool = False, geometry: str = "plane") -> list[ObservationOperator]:
     """Moving sensors: one :func:`points_operator` per observation time, positions drawn afresh each time."""
     if int(n_times) < 1:
         raise InputError(f"moving sensors need at least one observation time, got {n_times}")
-    return [points_operator(shape, n_points, rng, fields, periodic) for _ in range(int(n_times))]
+    return [points_operator(shape, n_points, rng, fields, periodic, geometry) for _ in range(int(n_times))]
 
 
-def full_operator(shape, fields=None, periodic: bool = False) -> ObservationOperator:
+def full_operator(shape, fields=None, periodic: bool = False, geometry: str = "plane") -> ObservationOperator:
     """Identity on the chosen fields (all fields by default)."""
     total = int(np.prod(shape if len(shape) == 1 else shape[1:]))
-    return _select("full", shape, np.arange(total), fields, periodic)
+    return _select("full", shape, np.arange(total), fields, periodic, geometry)
 
 
 OPERATORS = {"grid": grid_operator, "points": points_operator, "full": full_operator}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, metrics, plots
+from . import __version__, cases, geometry, metrics, plots
 from .data.generate import generate
 from .data.store import MANIFEST, canonical_json, sha256_file, sha256_text, write_json
 from .errors import ConfigError
@@ -69,8 +69,11 @@ def assimilate_test_trajectory(cfg, data_dir, model_dir, *, methods=DEFAULT_METH
     results = {level: compare(experiment, methods, level, progress=show) for level in levels}
     main = cfg.observe.noise if cfg.observe.noise in levels else levels[0]
     problem = experiment.problem
-    return {"_truth": experiment.truth, "case": cfg.case, "preset": cfg.preset, "trajectory": experiment.trajectory,
-            "ensemble_size": problem.K,
+    store, grid = experiment.store, experiment.grid_operator
+    rows, cols = np.unique(grid.index % grid.n_points) // store.nx, np.unique(grid.index % grid.n_points) % store.nx
+    return {"_truth": experiment.truth, "_coordinates": (store.x, store.y),
+            "_sensors": np.stack([store.x[cols], store.y[rows]], axis=1), "case": cfg.case, "preset": cfg.preset, "trajectory": experiment.trajectory,
+            "ensemble_size": problem.K, "weighting": geometry.get(experiment.store.geometry).weighting,
             "true_params": dict(zip(experiment.store.param_names, map(float, experiment.u_true))),
             "prior_param_rel_error": metrics.param_error(problem.prior_params, experiment.u_true),
             "times": problem.times.tolist(), "frames": problem.frames.tolist(),
@@ -84,9 +87,12 @@ def assimilate_test_trajectory(cfg, data_dir, model_dir, *, methods=DEFAULT_METH
             "methods": results[main]}
 
 
-def write_plots(report: dict, truth: np.ndarray, out: Path, field_index: int = 0) -> list[str]:
-    """Fig. 3-style fields and errors, Fig. 6-style error curves (main level; one panel per level) and the
-    parameter estimates, for the truth ``(T, F, ny, nx)``."""
+def write_plots(report: dict, truth: np.ndarray, out: Path) -> list[str]:
+    """Fig. 3-style maps of the case's plotted field (truth with the sensors, each method, errors), Fig. 6-style
+    error curves (main level; one panel per level) and the parameter estimates, for the truth ``(T, F, ny, nx)``."""
+    shown = cases.get(report["case"]).plotting
+    field_index = shown.field
+    grid = {"coordinates": report["_coordinates"], "label": shown.label or f"field {field_index}"}
     times = np.asarray(report["times"])
     main = report["methods"]
     ran = {m: r for m, r in main.items() if "full_rel_rmse" in r}
@@ -96,9 +102,10 @@ def write_plots(report: dict, truth: np.ndarray, out: Path, field_index: int = 0
     truth = truth[pick, field_index]
     level = report["observations"]["main_level"]
     written = [plots.field_panels({"truth": truth, **means}, times[pick], out / "fields.png",
-                                  title=f"{report['case']}: field {field_index}, noise {level:g}"),
+                                  title=f"{report['case']}: {grid['label']}, noise {level:g}",
+                                  sensors=report["_sensors"], **grid),
                plots.field_panels({f"{k} error": v - truth for k, v in means.items()}, times[pick],
-                                  out / "fields_error.png", title="ensemble mean - truth")]
+                                  out / "fields_error.png", title=f"ensemble mean - truth: {grid['label']}", **grid)]
     written.append(plots.error_curves(times, {METHODS[m].label: r["full_rel_rmse"] for m, r in ran.items()},
                                       out / "rel_rmse.png", ylabel="relative RMSE of the full state"))
     panels = {f"noise {level}": {METHODS[m].label: r["full_rel_rmse"] for m, r in res.items() if "full_rel_rmse" in r}
@@ -166,7 +173,7 @@ def markdown(report: dict) -> str:
         f"({obs['sensors']} sensors, {'irregular' if obs['irregular'] else 'regular'} times), noise levels "
         f"{', '.join(f'{v:g}' for v in obs['noise_levels'])} of each field's std (filters assume at least "
         f"{obs['noise_floor']:g}). Means over time of the spread-error ratio and CRPS (standardised fields)."),
-        summary_table(report), LEGEND, "## Capabilities", capability_table(report)]) + "\n"
+        summary_table(report), report["legend"], "## Capabilities", capability_table(report)]) + "\n"
 
 
 LEGEND = ("rel-RMSE: ||ensemble mean - truth|| / ||truth|| of the full physical state (paper Fig. 5-6), at the "
@@ -243,7 +250,7 @@ def run(cfg, workdir=None, *, methods=DEFAULT_METHODS, levels=None, generate_bac
     report["command"] = command or f"ldensf_hpc.pipeline.run(methods={list(methods)}, levels={levels})"
     report["machine"] = machine()
     report["inputs"], report["inputs_sha256"] = inputs, sha256_text(canonical_json(inputs))
-    report["legend"] = LEGEND
+    report["legend"] = f"{LEGEND} Grid points: {report['weighting']}."
     (work / "report.md").write_text(markdown(report))
     write_json(work / "report.json", public(report))  # last: a report.json is a finished run
     report["path"] = str(work / "report.json")

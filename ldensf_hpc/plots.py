@@ -19,32 +19,43 @@ def _save(fig, path) -> Path:
     return path
 
 
-def field_panels(rows: dict[str, np.ndarray], times, path, title: str = "") -> Path:
+def field_panels(rows: dict[str, np.ndarray], times, path, title: str = "", coordinates=None, label: str = "",
+                 sensors=None) -> Path:
     """A grid of 2-D fields: one row per label (truth, forecast, analysis, error), one column per time.
 
     ``rows[label]`` has shape ``(n_times, ny, nx)``; rows whose label contains "error"
-    get a diverging colour map centred at zero, the others share one colour range.
+    get a diverging colour map centred at zero, the others share one colour range. With
+    ``coordinates = (x (nx,), y (ny,))`` the maps are drawn on them (y upwards, whichever way the rows
+    run, e.g. latitudes from north to south) and ``sensors (m, 2)`` = (x, y) are marked on the first row;
+    ``label`` names the colour bars.
     """
-    labels = list(rows)
+    extent, flip = None, False
+    if coordinates is not None:
+        x, y = (np.asarray(c, dtype=float) for c in coordinates)
+        extent, flip = (x.min(), x.max(), y.min(), y.max()), bool(y[0] > y[-1])
+    names = list(rows)
     n_t = len(times)
-    fig, axes = plt.subplots(len(labels), n_t, figsize=(2.2 * n_t, 2.1 * len(labels)), squeeze=False)
-    plain = [rows[k] for k in labels if "error" not in k]
+    fig, axes = plt.subplots(len(names), n_t, figsize=(2.2 * n_t, 2.1 * len(names)), squeeze=False)
+    plain = [rows[k] for k in names if "error" not in k]
     lo = min(float(np.min(v)) for v in plain) if plain else -1.0
     hi = max(float(np.max(v)) for v in plain) if plain else 1.0
-    for i, label in enumerate(labels):
-        err = "error" in label
-        lim = float(np.max(np.abs(rows[label]))) or 1.0
+    for i, name in enumerate(names):
+        err = "error" in name
+        lim = float(np.max(np.abs(rows[name]))) or 1.0
         for j in range(n_t):
             ax = axes[i, j]
-            img = ax.imshow(rows[label][j], origin="lower", cmap="RdBu_r" if err else "viridis",
-                            vmin=-lim if err else lo, vmax=lim if err else hi)
+            img = ax.imshow(rows[name][j][::-1] if flip else rows[name][j], origin="lower",
+                            cmap="RdBu_r" if err else "viridis", vmin=-lim if err else lo, vmax=lim if err else hi,
+                            extent=extent)
+            if sensors is not None and i == 0:
+                ax.plot(*np.asarray(sensors).T, "k.", markersize=2)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(f"t = {times[j]:.4g}", fontsize=8)
             if j == 0:
-                ax.set_ylabel(label, fontsize=8)
-        fig.colorbar(img, ax=axes[i, :].tolist(), shrink=0.8)
+                ax.set_ylabel(name, fontsize=8)
+        fig.colorbar(img, ax=axes[i, :].tolist(), shrink=0.8, label=label)
     if title:
         fig.suptitle(title)
     return _save(fig, path)

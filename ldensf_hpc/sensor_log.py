@@ -79,7 +79,7 @@ def _nearest(axis: np.ndarray, values: np.ndarray, what: str, path) -> tuple[np.
     return index, shift
 
 
-def read_sensor_log(path, field_names, time, x, y, periodic: bool = False) -> SensorLog:
+def read_sensor_log(path, field_names, time, x, y, layout: dict | None = None) -> SensorLog:
     """The readings of ``path`` on the grid ``x (nx,)``, ``y (ny,)`` and stored times ``time (n_frames,)``."""
     table = read_table(path)
     try:
@@ -114,7 +114,7 @@ def read_sensor_log(path, field_names, time, x, y, periodic: bool = False) -> Se
         if np.unique(flat[rows]).size != rows.size:
             raise DataError(f"sensor log {path}: two readings of one field fall on one grid point at time "
                             f"{time[f]:g}; average them first")
-        operators.append(ObservationOperator("log", shape, flat[rows], periodic))
+        operators.append(ObservationOperator("log", shape, flat[rows], **(layout or {})))
         ys.append(value[rows])
         stds.append(None if std is None else std[rows])
     return SensorLog(str(path), frames, operators, ys, stds, float(time_shift.max()),

@@ -29,7 +29,7 @@ from ldensf_hpc.data import store
 from ldensf_hpc.data.generate import frame_schedule, generate, simulate
 from ldensf_hpc.errors import DataError
 
-CASES = ("swe", "kolmogorov")
+CASES = ("swe", "kolmogorov", "atmosphere")
 # Slower shards (one trajectory each) so that a run can be killed while it works.
 LONG = ("data.n_trajectories=6", "data.shard_size=1", "swe.n_steps=120")
 
@@ -83,12 +83,18 @@ def test_tiny_dataset_layout_and_contents(reference, case):
         assert T == section.n_steps // section.save_every + 1
     else:  # warmup_frames dropped, n_frames kept
         assert T == section.n_frames
-    assert fields.shape == (n, T, len(model.field_names), section.n, section.n)
+    first = model.to_fields(model.initial_state(model.sample_params(rng_for(0, 0), 1)))
+    assert fields.shape == (n, T, *first.shape[1:]) and first.shape[1] == len(model.field_names)
     assert params.shape == (n, len(model.param_names))
     np.testing.assert_allclose(np.diff(t), attrs["dt"], rtol=1e-12)
     np.testing.assert_allclose(t[0], schedule.warmup_steps * model.dt, rtol=1e-12, atol=0)
-    np.testing.assert_allclose(np.diff(x), model.grid["dx"], rtol=1e-12)
-    np.testing.assert_array_equal(x, y)
+    coordinates = cases.get(case).coordinates(model, *fields.shape[-2:])
+    np.testing.assert_array_equal(x, coordinates[0])
+    np.testing.assert_array_equal(y, coordinates[1])
+    if case != "atmosphere":  # square grids spaced dx; the sphere's are longitudes and Gauss latitudes [degrees]
+        np.testing.assert_allclose(np.diff(x), model.grid["dx"], rtol=1e-12)
+        np.testing.assert_array_equal(x, y)
+    assert attrs["geometry"] == cases.get(case).geometry
     assert config_from_dict(json.loads(attrs["config"])).to_dict() == cfg.to_dict()
     assert attrs["case"] == case and attrs["version"] == __version__ and attrs["seed"] == cfg.data.seed
     assert bool(attrs["complete"])
@@ -99,6 +105,10 @@ def test_tiny_dataset_layout_and_contents(reference, case):
     assert set(units) >= {*model.field_names, *model.param_names, "x", "y", "time"}
     if case == "swe":
         assert (units["eta"], units["u"], units["time"], units["bump_x"]) == ("m", "m/s", "s", "m")
+    if case == "atmosphere":  # lat/lon coordinates, rows north to south, and the forcing parameters' units
+        assert (units["x"], units["y"], units["u"], units["hf0"], units["sigma"]) == \
+            ("degrees_east", "degrees_north", "m/s", "m/h", "rad")
+        assert x[0] == 0.0 and np.all(np.diff(y) < 0) and -90 < y[-1] < y[0] < 90
     # The virtual dataset reads each shard's rows; trajectory i is simulate() of i alone.
     for entry in json.loads((reference / case / store.MANIFEST).read_text())["shards"]:
         with h5py.File(reference / case / store.SHARDS / entry["name"]) as shard:

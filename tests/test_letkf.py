@@ -5,13 +5,14 @@ import pytest
 import scipy.linalg
 from problems import K_LARGE, linear_gaussian, twin
 
+from ldensf_hpc import geometry
 from ldensf_hpc.cases import load_config
 from ldensf_hpc.errors import ConfigError, InputError
 from ldensf_hpc.filters import METHODS, make_method
 from ldensf_hpc.filters.base import Observation
 from ldensf_hpc.filters.cycle import cycle
 from ldensf_hpc.filters.ensf import EnSF
-from ldensf_hpc.filters.letkf import (NEWTON_SCHULZ_MAX_ITERATIONS, LETKF, distances, gaspari_cohn, inverse_sqrt,
+from ldensf_hpc.filters.letkf import (NEWTON_SCHULZ_MAX_ITERATIONS, LETKF, gaspari_cohn, inverse_sqrt,
                                       newton_schulz_iterations)
 from ldensf_hpc.models import trajectory
 from ldensf_hpc.models.lorenz96 import Lorenz96, Lorenz96Config
@@ -24,7 +25,8 @@ def test_gaspari_cohn_taper_and_periodic_distance():
     assert rho[0] == 1.0 and np.all(rho[r >= 2.0] == 0.0) and np.all(np.diff(rho) <= 1e-15)
     assert gaspari_cohn(1.0 - 1e-12) == pytest.approx(gaspari_cohn(1.0 + 1e-12), abs=1e-10)  # continuous at 1
     assert gaspari_cohn(1.0) == pytest.approx(5.0 / 24.0)
-    np.testing.assert_allclose(distances([[0.0]], [[39.0], [20.0]], period=[40.0]), [[1.0, 20.0]])
+    plane = geometry.get("plane")
+    np.testing.assert_allclose(plane.distances([[0.0]], [[39.0], [20.0]], (40,), period=[40.0]), [[1.0, 20.0]])
 
 
 def test_global_etkf_is_the_kalman_update_of_the_ensemble_statistics():

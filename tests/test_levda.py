@@ -214,8 +214,10 @@ def test_config_registry_and_bad_input():
         LEVDA(window=4).run(net, prior, [(0.0, np.zeros((2, 2)))])
     with pytest.raises(InputError, match=r"\(2,\) for 2 points"):
         PointObservation(0.0, np.zeros((2, 2)), np.zeros(3), 0.1)
-    with pytest.raises(InputError, match=r"\(M >= 1, 2\)"):
-        PointObservation(0.0, np.zeros((2, 3)), np.zeros(2), 0.1)
+    with pytest.raises(InputError, match=r"\(M >= 1, dim >= 2\)"):
+        PointObservation(0.0, np.zeros((2, 1)), np.zeros(2), 0.1)
+    with pytest.raises(InputError, match="plane takes 2"):
+        LEVDA(window=4).run(net, prior, [(0.0, np.zeros((2, 3)), np.zeros(2), 0.1)])
     with pytest.raises(InputError, match="std"):
         PointObservation(0.0, np.zeros((2, 2)), np.zeros(2), [0.1, 0.0])
     with pytest.raises(InputError, match="time"):

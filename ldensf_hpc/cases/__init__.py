@@ -36,6 +36,7 @@ from ..registry import Registry
 CASES = Registry("case", {
     "swe": "ldensf_hpc.cases.swe:SWE",
     "kolmogorov": "ldensf_hpc.cases.kolmogorov:Kolmogorov",
+    "atmosphere": "ldensf_hpc.cases.atmosphere:Atmosphere",
     "imported": "ldensf_hpc.cases.imported:Imported",
 }, group="ldensf_hpc.cases", importable=True,
     accept=lambda obj: None if isinstance(obj, type) and issubclass(obj, Case) and not getattr(obj, "__abstractmethods__", None)
@@ -61,6 +62,7 @@ class Case(ABC):
     config_class: ClassVar[type]  # its dataclass section (``cfg.model``)
     periodic: ClassVar[bool]  # the domain wraps around (distances, sensor layouts)
     grid_offset: ClassVar[float]  # grid point j sits at (j + offset) dx
+    geometry: ClassVar[str] = "plane"  # of ldensf_hpc.geometry: distances, point features, cell areas
     plotting: ClassVar[Plotting] = Plotting()
 
     @abstractmethod
@@ -87,7 +89,7 @@ class Case(ABC):
 
     def observation_operator(self, cfg: Config, shape) -> ObservationOperator:
         """The sparse sensor grid of ``cfg.observe`` (every ``stride``-th point of every field)."""
-        return grid_operator(shape, cfg.observe.stride, periodic=self.periodic)
+        return grid_operator(shape, cfg.observe.stride, periodic=self.periodic, geometry=self.geometry)
 
     def preset(self, preset: str) -> dict:
         """The case's own settings at ``preset`` (``presets/<case>/<preset>.yaml``)."""

@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 import torch
 
+from .. import geometry
 from ..backend import rng_for
 from ..errors import DataError
 from .store import DATASET, MANIFEST, open_dataset, read_manifest, sha256_file, write_json
@@ -55,28 +56,38 @@ class Normalization:
     param_max: tuple[float, ...]
     xi_min: tuple[float, float]  # (x_min, y_min)
     xi_max: tuple[float, float]
+    geometry: str = "plane"  # how a point is seen (ldensf_hpc.geometry): the dataset's
 
     def __post_init__(self):
         for name in self.__dataclass_fields__:  # plain floats: JSON and torch.load(weights_only) safe
-            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+            if name != "geometry":
+                object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        geometry.get(self.geometry)
 
     def to_dict(self) -> dict:
-        return {k: list(v) for k, v in asdict(self).items()}
+        return {k: v if k == "geometry" else list(v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> Normalization:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        """From :meth:`to_dict`; records from before geometries were named are of the plane."""
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+    @property
+    def xi_dim(self) -> int:
+        """Components of a scaled point (:meth:`scale_xi`)."""
+        return geometry.get(self.geometry).dim
 
     def scale_params(self, u):
         """Physical parameters ``(..., p)`` -> [-1, 1]."""
-        return _affine(u, self.param_min, self.param_max, inverse=False)
+        return geometry.affine(u, self.param_min, self.param_max, inverse=False)
 
     def unscale_params(self, u_scaled):
-        return _affine(u_scaled, self.param_min, self.param_max, inverse=True)
+        return geometry.affine(u_scaled, self.param_min, self.param_max, inverse=True)
 
     def scale_xi(self, points):
-        """Physical coordinates ``(..., 2)`` ordered (x, y) -> [-1, 1]."""
-        return _affine(points, self.xi_min, self.xi_max, inverse=False)
+        """Physical coordinates ``(..., 2)`` ordered (x, y) -> the geometry's features ``(..., xi_dim)``
+        (the plane: [-1, 1]^2; the sphere: unit vectors of (lon, lat) in degrees)."""
+        return geometry.get(self.geometry).features(points, self.xi_min, self.xi_max)
 
     def standardize(self, fields, axis: int = -1):
         """``(fields - mean) / std`` per field; ``axis`` is the field axis."""
@@ -95,19 +106,6 @@ def _along(values, like, axis: int):
     if isinstance(like, torch.Tensor):
         return torch.tensor(values, dtype=like.dtype, device=like.device).reshape(shape)
     return np.asarray(values, dtype=like.dtype).reshape(shape)
-
-
-def _affine(v, lo, hi, inverse: bool):
-    """[lo, hi] <-> [-1, 1] per last-axis component; a constant component (lo == hi) maps to 0."""
-    lo_a, hi_a = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
-    half = np.where(hi_a > lo_a, 0.5 * (hi_a - lo_a), 1.0)
-    mid = 0.5 * (hi_a + lo_a)
-    if isinstance(v, torch.Tensor):
-        half, mid = (torch.tensor(a, dtype=v.dtype, device=v.device) for a in (half, mid))
-    else:
-        v = np.asarray(v)
-        half, mid = half.astype(v.dtype, copy=False), mid.astype(v.dtype, copy=False)
-    return v * half + mid if inverse else (v - mid) / half
 
 
 class TrajectoryStore:
@@ -143,6 +141,7 @@ class TrajectoryStore:
                             f"{(self.ny, self.nx)}")
         self.field_names = _names(f.attrs.get("field_names"), "field", self.n_fields)
         self.param_names = _names(f.attrs.get("param_names"), "param", self.params.shape[1])
+        self.geometry = str(f.attrs.get("geometry", "plane"))  # datasets before geometries were named: planes
 
     def _h5(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
@@ -204,6 +203,7 @@ def compute_normalization(store: TrajectoryStore, train: np.ndarray) -> Normaliz
         field_mean=tuple(mean), field_std=tuple(std),
         param_min=tuple(u.min(axis=0)), param_max=tuple(u.max(axis=0)),
         xi_min=(float(store.x.min()), float(store.y.min())), xi_max=(float(store.x.max()), float(store.y.max())),
+        geometry=store.geometry,
     )
 
 

@@ -228,7 +228,8 @@ class Job:
         frame_dt = schedule.steps_per_frame * model.dt
         time_ = (schedule.warmup_steps + schedule.steps_per_frame * np.arange(schedule.n_frames)) * model.dt
         x, y = self.case.coordinates(model, *self.frame_shape[-2:])
-        attrs = {"config": self.cfg.to_dict(), "case": self.cfg.case, "field_names": list(model.field_names),
+        attrs = {"config": self.cfg.to_dict(), "case": self.cfg.case, "geometry": self.case.geometry,
+                 "field_names": list(model.field_names),
                  "param_names": list(model.param_names), "units": self.case.units(model),
                  "grid": model.grid, "dt": float(frame_dt), "seed": int(self.cfg.data.seed),
                  "version": __version__}

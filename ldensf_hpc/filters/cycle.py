@@ -21,6 +21,7 @@ import numpy as np
 
 from ..backend import array_module, rng_for, to_numpy
 from ..errors import InputError
+from ..models import with_clock
 from ..parallel.mpi import Sharding
 from .base import EnsembleSeries, Method, MethodRun, Observation, ObservationSet, Problem
 
@@ -95,7 +96,7 @@ def cycle(model, filt, start, observations: list[Observation], gaps, *, params=N
         analysis = shards.allgather(to_numpy(rows)) if shards.comm else rows
         _synchronize(xp)
         T_f += time.perf_counter() - t0
-        state = model.from_fields(xp.asarray(rows).reshape(-1, *shape))
+        state = with_clock(model, model.from_fields(xp.asarray(rows).reshape(-1, *shape)), state)
         forecasts.add(forecast)
         analyses.add(analysis)
     return Cycles(forecasts, analyses, shards.max(T_d), shards.max(T_f), state)

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..backend import array_module, to_numpy
 from ..errors import ConfigError, InputError
+from ..models import with_clock
 from .base import FULL_SOLVER, Capabilities, Method, MethodRun, Observation, ObservationSet, Problem
 
 
@@ -240,6 +241,7 @@ class EnVar4D(Method):
         t0 = time.perf_counter()
         trajectory = state.propagate(xp.concatenate([(zbar + alpha @ P)[None], analysis]), gaps)
         T_d += time.perf_counter() - t0
+        state.like = state.last  # the next window starts where this one ends (a forced model's clock)
         cost_analysis = _cost(alpha, observations,
                               [obs.operator.apply(state.fields(zi[:1]))[0] for obs, zi in zip(observations, trajectory)])
 
@@ -266,6 +268,7 @@ class _State:
     def __init__(self, model, shape, d: int, p: int, dtype, has_params: bool, z):
         self.model, self.shape, self.d, self.p, self.dtype = model, shape, d, p, dtype
         self.has_params, self.z = has_params, z
+        self.like = self.last = None  # model states at the window's start and after the last propagation
 
     @classmethod
     def of(cls, model, ensemble, params) -> _State:
@@ -284,7 +287,9 @@ class _State:
         z = xp.concatenate([x.astype(xp.float64), u], axis=1)
         if not bool(xp.all(xp.isfinite(z))):
             raise InputError("initial ensemble or parameters contain NaN or Inf")
-        return cls(model, tuple(fields.shape[1:]), x.shape[1], u.shape[1], fields.dtype, params is not None, z)
+        state = cls(model, tuple(fields.shape[1:]), x.shape[1], u.shape[1], fields.dtype, params is not None, z)
+        state.like = ensemble
+        return state
 
     def fields(self, z):
         """Flattened fields ``(B, d)`` of ``z``."""
@@ -293,7 +298,7 @@ class _State:
     def split(self, z):
         """Model state batch and parameters (None if the model has none) of ``z``."""
         state = self.model.from_fields(z[:, :self.d].astype(self.dtype).reshape(len(z), *self.shape))
-        return state, (z[:, self.d:] if self.has_params else None)
+        return with_clock(self.model, state, self.like), (z[:, self.d:] if self.has_params else None)
 
     def propagate(self, z, gaps) -> list:
         """``z`` after each of the cumulative ``gaps`` model steps, ``[(B, D), ...]``."""
@@ -302,6 +307,7 @@ class _State:
         state, params = self.split(z)
         for gap in gaps:
             state = self.model.step(state, params, gap)
+            self.last = state
             x = self.model.to_fields(state).reshape(len(z), -1).astype(xp.float64)
             out.append(xp.concatenate([x, z[:, self.d:]], axis=1))
         return out

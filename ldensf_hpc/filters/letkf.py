@@ -41,14 +41,6 @@ def gaspari_cohn(r):
     return np.where(r <= 1.0, inner, np.where(r < 2.0, outer, 0.0))
 
 
-def distances(a, b, period=None):
-    """Euclidean distances ``(len(a), len(b))`` between coordinate rows; periodic per axis if ``period``."""
-    diff = np.abs(np.asarray(a, dtype=float)[:, None, :] - np.asarray(b, dtype=float)[None, :, :])
-    if period is not None:
-        diff = np.minimum(diff, np.asarray(period, dtype=float) - diff)
-    return np.sqrt((diff**2).sum(axis=-1))
-
-
 NEWTON_SCHULZ_MAX_ITERATIONS = 12
 """Beyond this many iterations (a condition-number bound above ~300) :func:`inverse_sqrt` uses ``eigh``."""
 
@@ -133,8 +125,7 @@ class LETKF(SequentialFilter):
 
     def localisation(self, operator: ObservationOperator, points=slice(None)) -> np.ndarray:
         """Gaspari-Cohn weights ``(L, m)`` between the state locations ``points`` and the observations."""
-        dist = distances(operator.state_coords[points], operator.coords, operator.period)
-        return gaspari_cohn(dist / self.radius)
+        return gaspari_cohn(operator.distances(points) / self.radius)
 
     def _block_taper(self, operator: ObservationOperator, points: slice, xp, dtype):
         """:meth:`localisation` of a block, cached for the last operator used (it is fixed in time)."""

@@ -66,7 +66,7 @@ class PointObservation:
     Parameters
     ----------
     time : latent steps since the initial ensemble (any real >= 0: irregular times allowed).
-    xi : ``(M, 2)`` points scaled to [-1, 1], ordered (x, y).
+    xi : ``(M, dim)`` points as the LDNet sees them (``norm.scale_xi``: the plane's (x, y) in [-1, 1]^2, the sphere's unit vectors).
     values : ``(M,)`` observed values, standardised field units.
     std : ``(M,)`` or scalar noise std, standardised field units.
     fields : ``(M,)`` field number of each value (default: field 0).
@@ -84,8 +84,8 @@ class PointObservation:
         values = np.asarray(self.values, dtype=np.float64)
         if not (math.isfinite(time_) and time_ >= 0):
             raise InputError(f"observation time must be finite and >= 0, got {self.time}")
-        if xi.ndim != 2 or xi.shape[1] != 2 or xi.shape[0] == 0:
-            raise InputError(f"observation points xi must be (M >= 1, 2), got shape {xi.shape}")
+        if xi.ndim != 2 or xi.shape[1] < 2 or xi.shape[0] == 0:
+            raise InputError(f"observation points xi must be (M >= 1, dim >= 2), got shape {xi.shape}")
         M = xi.shape[0]
         if values.shape != (M,):
             raise InputError(f"observation values have shape {values.shape}, expected ({M},) for {M} points")
@@ -372,6 +372,9 @@ class LEVDA(Method):
             if ob.fields.max() >= ldnet.n_fields:
                 raise InputError(f"observation at time {ob.time} refers to field {ob.fields.max()}, "
                                  f"the LDNet has {ldnet.n_fields}")
+            if ob.xi.shape[1] != ldnet.norm.xi_dim:
+                raise InputError(f"observation at time {ob.time} has points of {ob.xi.shape[1]} coordinates; "
+                                 f"this LDNet's {ldnet.norm.geometry} takes {ldnet.norm.xi_dim} (norm.scale_xi)")
         if n_windows is None:
             if not observations:
                 raise InputError("no observations and no n_windows: nothing to assimilate")

@@ -6,7 +6,8 @@ Every model is built by a factory from its config section and exposes
 - ``initial_state(params, rng) -> state`` batched over members ``K = len(params)``,
 - ``step(state, params, n_steps) -> state`` advancing all members,
 - ``to_fields(state) -> (K, F, ny, nx)`` physical fields (stored, filtered),
-- ``from_fields(fields) -> state``, and attributes ``name``, ``field_names``,
+- ``from_fields(fields) -> state``, optionally ``with_clock(state, like) -> state`` (a forced model:
+  ``state`` at the model time of ``like``, which fields do not hold; see :func:`with_clock`), and attributes ``name``, ``field_names``,
   ``param_names``, ``dt`` (seconds or model time per step), ``grid`` (dict).
 
 Filters, data generation and MPI sharding only ever call these. Each model's config
@@ -60,6 +61,12 @@ def trajectory(model, state, params, n_frames: int, steps_per_frame: int):
     return xp.stack(frames, axis=1)
 
 
+def with_clock(model, state, like):
+    """``state`` (e.g. rebuilt from analysed fields) at the model time of ``like`` if ``model`` keeps one."""
+    keep = getattr(model, "with_clock", None)
+    return state if keep is None else keep(state, like)
+
+
 class Standardized:
     """A model whose fields are standardised per field: ``(x - mean_f) / std_f``.
 
@@ -102,3 +109,6 @@ class Standardized:
 
     def from_fields(self, fields):
         return self.model.from_fields(self.unstandardize(fields))
+
+    def with_clock(self, state, like):
+        return with_clock(self.model, state, like)

@@ -73,7 +73,8 @@ class MLP(nn.Module):
 
 
 class FourierEmbedding(nn.Module):
-    """``gamma(xi) = [xi, sin(pi B xi), cos(pi B xi)]`` with frozen ``B ~ N(0, scale^2)`` of shape (2, n)."""
+    """``gamma(xi) = [xi, sin(pi B xi), cos(pi B xi)]`` with frozen ``B ~ N(0, scale^2)`` of shape (dim, n)
+    (dim: 2 on the plane, 3 on the sphere, where xi is a unit vector)."""
 
     def __init__(self, n_features: int, scale: float, dim: int = 2):
         super().__init__()
@@ -114,7 +115,7 @@ class LDNet(nn.Module):
         self.n_params, self.n_fields, self.latent = n_params, n_fields, cfg.latent
         self.field_names, self.param_names = tuple(field_names), tuple(param_names)
         self.dynamics_net = MLP(cfg.latent + n_params, cfg.latent, cfg.dyn_width, cfg.dyn_depth, cfg.activation)
-        self.embedding = FourierEmbedding(cfg.fourier_features, cfg.fourier_scale)
+        self.embedding = FourierEmbedding(cfg.fourier_features, cfg.fourier_scale, norm.xi_dim)
         self.reconstruction_net = MLP(cfg.latent + self.embedding.n_out, n_fields, cfg.rec_width, cfg.rec_depth,
                                       cfg.activation, residual=True)
 

@@ -248,7 +248,7 @@ def train_set_encoder(cfg, data_dir, out_dir, *, callback=None, progress: bool =
         sets = []
         for j, f in zip(idx, frames.cpu().numpy().reshape(len(idx), n_kept, -1)):
             ops = (moving_points(shape, sensors, n_kept, rng_for(cfg.data.seed, _EVAL_STREAM, int(j)),
-                                 periodic=grid.periodic) if moving else [grid] * n_kept)
+                                 **grid.layout) if moving else [grid] * n_kept)
             sets.append(operator_inputs(ops, [op.apply(f[t][None])[0] for t, op in enumerate(ops)]))
         return tuple(torch.as_tensor(np.stack(a), device=device) for a in zip(*sets))
 
