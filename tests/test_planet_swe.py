@@ -119,7 +119,8 @@ def test_unstable_step_and_nan_are_reported():
 
 
 @pytest.mark.parametrize("setting, match", [({"lmax": 50}, "lmax must be in"), ({"dt": 0.0}, "dt must be"),
-                                            ({"sigma_min": 0.0}, "sigma_min"), ({"mountain_height": 2e4}, "mountain")])
+                                            ({"sigma_min": 0.0}, "sigma_min"), ({"mountain_height": 2e4}, "mountain"),
+                                            ({"initial_flow": "era5"}, "initial_flow must be one of")])
 def test_bad_settings_are_refused(setting, match):
     with pytest.raises(ConfigError, match=match):
         model(nlat=32, nlon=64, **setting)

@@ -69,11 +69,30 @@ class PlanetSWEConfig:
     sigma_max: float = 4.0
     day: float = 24.0  # forcing period in longitude [h]
     year: float = 1008.0  # forcing period in latitude [h]
-    jet_speed: float = 80.0  # Galewsky et al. (2004) jet maximum [m/s] (the shared initial state)
-    perturbation: float = 120.0  # its height perturbation [m] (0: the steady unperturbed jet)
+    initial_flow: str = "galewsky"  # the shared initial state's zonal wind, one of INITIAL_FLOWS, balanced
+    jet_speed: float = 80.0  # its maximum [m/s]
+    perturbation: float = 120.0  # Galewsky's height bump on it [m] (0: a steady zonal flow)
     mountain_height: float = 0.0  # smooth Gaussian mountain at (lon, lat) = (270, 30) deg, e-fold 20 deg [m]
     tilt: float = 0.0  # rotation axis tilted by this angle towards lon = 0 [rad] (Williamson test 2)
     workers: int = 2  # threads (members in blocks, one transform thread each)
+
+
+def galewsky_jet(lat, speed):
+    """Galewsky et al. (2004): u = u_max / e_n exp(1 / ((lat - lat0)(lat - lat1))) on lat0 = pi/7 < lat < pi/2 - lat0;
+    barotropically unstable (the bump turns it into eddies within days)."""
+    lat0, lat1 = np.pi / 7, np.pi / 2 - np.pi / 7
+    inside = (lat > lat0) & (lat < lat1)
+    u = np.zeros_like(lat)
+    u[inside] = speed / math.exp(-4.0 / (lat1 - lat0) ** 2) * np.exp(1.0 / ((lat[inside] - lat0) * (lat[inside] - lat1)))
+    return u
+
+
+def solid_body(lat, speed):
+    """Solid-body rotation u = u0 cos(lat) (Williamson et al. 1992, test 2): stable, so the forcing alone shapes the flow."""
+    return speed * np.cos(lat)
+
+
+INITIAL_FLOWS = {"galewsky": galewsky_jet, "solid_body": solid_body}
 
 
 def _check_config(cfg) -> int:
@@ -102,6 +121,8 @@ def _check_config(cfg) -> int:
         problems.append(f"mountain_height ({cfg.mountain_height}) must stay below the depth ({cfg.depth})")
     if cfg.workers < 1:
         problems.append(f"workers must be >= 1, got {cfg.workers}")
+    if cfg.initial_flow not in INITIAL_FLOWS:
+        problems.append(f"initial_flow must be one of {', '.join(INITIAL_FLOWS)}, got {cfg.initial_flow!r}")
     if problems:
         raise ConfigError("atmosphere: " + "; ".join(problems))
     return lmax
@@ -181,21 +202,16 @@ class PlanetSWE:
         return np.stack([rng.uniform(c.hf0_min, c.hf0_max, n), rng.uniform(c.sigma_min, c.sigma_max, n)], axis=1)
 
     def initial_state(self, params, rng: np.random.Generator | None = None):
-        """The Galewsky et al. (2004) barotropically unstable jet at t = 0, the same for every member.
+        """The zonal flow ``initial_flow`` (:data:`INITIAL_FLOWS`) at t = 0, the same for every member.
 
-        Zonal wind u = u_max / e_n exp(1 / ((lat - lat0)(lat - lat1))) between lat0 = pi/7 and
-        lat1 = pi/2 - lat0, the height in nonlinear balance with it (d delta / dt = 0, computed in
-        spectral space, so the unperturbed jet is a steady state of the discrete equations) with zero
-        mean, plus the bump ``perturbation`` cos(lat) exp(-(lon'/alpha)^2 - ((pi/4 - lat)/beta)^2),
-        alpha = 1/3, beta = 1/15, lon' = lon - pi in (-pi, pi).
+        The height is in nonlinear balance with the wind (d delta / dt = 0, computed in spectral space,
+        so the zonal flow is a steady state of the discrete equations) with zero mean, plus Galewsky's
+        bump ``perturbation`` cos(lat) exp(-(lon'/alpha)^2 - ((pi/4 - lat)/beta)^2), alpha = 1/3,
+        beta = 1/15, lon' = lon - pi in (-pi, pi).
         """
         K = len(self._members(params))
-        lat0, lat1 = np.pi / 7, np.pi / 2 - np.pi / 7
         lat = np.broadcast_to(self.lat[:, None], (self.nlat, self.nlon))
-        inside = (lat > lat0) & (lat < lat1)
-        en = math.exp(-4.0 / (lat1 - lat0) ** 2)
-        u = np.zeros_like(lat)
-        u[inside] = self.cfg.jet_speed / en * np.exp(1.0 / ((lat[inside] - lat0) * (lat[inside] - lat1)))
+        u = INITIAL_FLOWS[self.cfg.initial_flow](lat, self.cfg.jet_speed)
         fields = np.stack([np.zeros_like(u), u, np.zeros_like(u)])[None]
         state = self.from_fields(fields)
         state[0, 2] = self.balanced_height(state[0])
@@ -297,21 +313,31 @@ class PlanetSWE:
         a = self.cfg.radius
         return self._synth(np.stack([-a * delta * self._inv_sq, -a * zeta * self._inv_sq]), 1, threads)
 
-    def _tendency(self, s, forcing, threads, check=None):
-        """Explicit tendency of one member's ``s (3, nalm)``; ``check = (step, member)`` checks CFL/NaN first."""
-        a, g = self.cfg.radius, self.cfg.g
-        uv = self._wind(s[0], s[1], threads)
-        zeta = self._synth(s[0][None], 0, threads)[0]
-        h = self._synth(s[2][None], 0, threads)[0]
+    def _tendency(self, w, forcing, threads, check=None):
+        """Explicit tendency of the members ``w (B, 3, nalm)``: transforms member by member, the arithmetic on the
+        whole block; ``check = (step, first member)`` checks CFL and NaN first."""
+        a, g, B = self.cfg.radius, self.cfg.g, len(w)
+        uv = np.empty((B, 2, self.nlat, self.nlon))
+        zeta, h = np.empty((B, self.nlat, self.nlon)), np.empty((B, self.nlat, self.nlon))
+        for k, s in enumerate(w):
+            uv[k] = self._wind(s[0], s[1], threads)
+            zeta[k] = self._synth(s[0][None], 0, threads)[0]
+            h[k] = self._synth(s[2][None], 0, threads)[0]
         if check is not None:
             self._check_cfl(uv, h, *check)
-        q_flux = self._analyse((zeta + self._f) * uv, 1, threads)
-        mass_flux = self._analyse((self._depth + h) * uv, 1, threads)
-        bernoulli = self._analyse((g * h + 0.5 * (uv**2).sum(0))[None], 0, threads)[0]
-        out = np.empty_like(s)
-        out[0] = self._sq * q_flux[0] / a
-        out[1] = -self._sq * q_flux[1] / a + self._ll * bernoulli
-        out[2] = self._sq * mass_flux[0] / a + forcing
+        q_flux = (zeta + self._f)[:, None] * uv
+        mass_flux = (self._depth + h)[:, None] * uv
+        bernoulli = g * h + 0.5 * (uv**2).sum(1)
+        q = np.empty((B, 2, self.nalm), complex)
+        mass, bern = np.empty((B, self.nalm), complex), np.empty((B, self.nalm), complex)
+        for k in range(B):
+            q[k] = self._analyse(q_flux[k], 1, threads)
+            mass[k] = self._analyse(mass_flux[k], 1, threads)[0]
+            bern[k] = self._analyse(bernoulli[k][None], 0, threads)[0]
+        out = np.empty_like(w)
+        out[:, 0] = self._sq * q[:, 0] / a
+        out[:, 1] = -self._sq * q[:, 1] / a + self._ll * bern
+        out[:, 2] = self._sq * mass / a + forcing
         return out
 
     def _advance(self, w, p, n_steps, threads, first):
@@ -321,25 +347,28 @@ class PlanetSWE:
         for i in range(n_steps):
             t = self.time(w)
             f0, f_half, f1 = (self._forcing_lm(p, t + c * dt) for c in (0.0, 0.5, 1.0))
-            for k in range(len(w)):
-                s = w[k]
-                k1 = self._tendency(s, f0[k], threads, check=(i, first + k))
-                k2 = self._tendency(E2 * (s + 0.5 * dt * k1), f_half[k], threads)
-                k3 = self._tendency(E2 * s + 0.5 * dt * k2, f_half[k], threads)
-                k4 = self._tendency(E * s + dt * (E2 * k3), f1[k], threads)
-                w[k] = E * s + (dt / 6.0) * (E * k1 + 2.0 * E2 * (k2 + k3) + k4)
+            k1 = self._tendency(w, f0, threads, check=(i, first))
+            k2 = self._tendency(E2 * (w + 0.5 * dt * k1), f_half, threads)
+            k3 = self._tendency(E2 * w + 0.5 * dt * k2, f_half, threads)
+            k4 = self._tendency(E * w + dt * (E2 * k3), f1, threads)
+            w = E * w + (dt / 6.0) * (E * k1 + 2.0 * E2 * (k2 + k3) + k4)
             w[(slice(None), *CLOCK)] = t + dt
         return w
 
-    def _check_cfl(self, uv, h, step, member):
-        speed = np.sqrt((uv**2).sum(0).max()) + math.sqrt(self.cfg.g * max(self.cfg.depth + h.max(), 0.0))
+    def _check_cfl(self, uv, h, step, first):
+        """Raise before ``step`` if a member of ``uv (B, 2, ...)``, ``h (B, ...)`` is NaN/Inf or over :data:`MAX_CFL`."""
+        speed = np.sqrt((uv**2).sum(1).max(axis=(1, 2))) + np.sqrt(self.cfg.g * np.maximum(self.cfg.depth
+                                                                                             + h.max(axis=(1, 2)), 0))
         cfl = speed * self.dt * math.sqrt(self.lmax * (self.lmax + 1)) / self.cfg.radius
-        if not math.isfinite(cfl):
-            raise SolverError(f"atmosphere solver: member {member} became NaN/Inf before step {step} of this call")
-        if cfl > MAX_CFL:
-            raise SolverError(f"atmosphere solver: CFL {cfl:.2f} > {MAX_CFL} for member {member} before step {step} "
-                              f"(gravity-wave + wind speed {speed:.0f} m/s); lower atmosphere.dt below "
-                              f"{self.dt * MAX_CFL / cfl:.0f} s")
+        bad = np.flatnonzero(~np.isfinite(cfl))
+        if bad.size:
+            raise SolverError(f"atmosphere solver: member {first + int(bad[0])} became NaN/Inf before step {step} "
+                              f"of this call")
+        if cfl.max() > MAX_CFL:
+            k = int(np.argmax(cfl))
+            raise SolverError(f"atmosphere solver: CFL {cfl[k]:.2f} > {MAX_CFL} for member {first + k} before step "
+                              f"{step} (gravity-wave + wind speed {speed[k]:.0f} m/s); lower atmosphere.dt below "
+                              f"{self.dt * MAX_CFL / cfl[k]:.0f} s")
 
     def _check_state(self, state):
         w = np.asarray(state)
