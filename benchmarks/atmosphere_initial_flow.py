@@ -42,7 +42,8 @@ def sensitivity(overrides) -> list[dict]:
         state = model.step(state, params, quarter)
         fields = model.to_fields(state)
         ref = fields[0]
-        diff = np.sqrt((((fields[1:] - ref) ** 2) * model.area).sum(axis=(2, 3)) / ((ref**2) * model.area).sum(axis=(1, 2)))
+        squared = (((fields[1:] - ref) ** 2) * model.area).sum(axis=(2, 3))
+        diff = np.sqrt(squared / ((ref**2) * model.area).sum(axis=(1, 2)))
         rows.append({"hours_after_burn_in": q * quarter * model.dt / 3600,
                      **{name: dict(zip(model.field_names, d.tolist())) for name, d in zip(MEMBERS, diff)}})
     return rows
@@ -52,7 +53,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(RESULTS / "atmosphere_initial_flow.json"))
     args = ap.parse_args(argv)
-    result = {"machine": machine(), "command": "python benchmarks/atmosphere_initial_flow.py " + " ".join(argv or sys.argv[1:]),
+    command = "python benchmarks/atmosphere_initial_flow.py " + " ".join(argv or sys.argv[1:])
+    result = {"machine": machine(), "command": command,
               "reference_params": REFERENCE, "members": MEMBERS, "flows": {}}
     print(f"Relative difference (h / u / v) from the member hf0 = {REFERENCE[0]}, sigma = {REFERENCE[1]} — "
           f"{describe(result['machine'])}\n")

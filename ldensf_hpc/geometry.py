@@ -81,7 +81,8 @@ class Sphere:
         return stack([cos(lat) * cos(lon), cos(lat) * sin(lon), sin(lat)], -1)
 
     def distances(self, a, b, shape, period=None) -> np.ndarray:
-        """Great-circle distances ``(len(a), len(b))`` between grid-index rows (row, column), in equatorial grid spacings."""
+        """Great-circle distances ``(len(a), len(b))`` between grid-index rows (row, column), in equatorial grid
+        spacings."""
         ny, nx = shape
         lat = gauss_latitudes(ny)
 

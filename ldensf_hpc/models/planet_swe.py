@@ -83,12 +83,13 @@ def galewsky_jet(lat, speed):
     lat0, lat1 = np.pi / 7, np.pi / 2 - np.pi / 7
     inside = (lat > lat0) & (lat < lat1)
     u = np.zeros_like(lat)
-    u[inside] = speed / math.exp(-4.0 / (lat1 - lat0) ** 2) * np.exp(1.0 / ((lat[inside] - lat0) * (lat[inside] - lat1)))
+    en = math.exp(-4.0 / (lat1 - lat0) ** 2)
+    u[inside] = speed / en * np.exp(1.0 / ((lat[inside] - lat0) * (lat[inside] - lat1)))
     return u
 
 
 def solid_body(lat, speed):
-    """Solid-body rotation u = u0 cos(lat) (Williamson et al. 1992, test 2): stable, so the forcing alone shapes the flow."""
+    """Solid-body rotation u = u0 cos(lat) (Williamson et al. 1992, test 2): stable; the forcing shapes the flow."""
     return speed * np.cos(lat)
 
 
@@ -221,7 +222,8 @@ class PlanetSWE:
         return np.repeat(state, K, axis=0)
 
     def balanced_height(self, spectral):
-        """h_lm (zero mean) with d delta / dt = 0 for the wind of ``spectral (3, nalm)``: lap(g h + |u|^2/2) = k.curl(q u)."""
+        """h_lm (zero mean) with d delta / dt = 0 for the wind of ``spectral (3, nalm)``:
+        lap(g h + |u|^2 / 2) = k.curl(q u)."""
         zeta, delta = spectral[0], spectral[1]
         uv = self._wind(zeta, delta, 1)
         q = self._synth(zeta[None], 0, 1)[0] + self._f
@@ -356,7 +358,7 @@ class PlanetSWE:
         return w
 
     def _check_cfl(self, uv, h, step, first):
-        """Raise before ``step`` if a member of ``uv (B, 2, ...)``, ``h (B, ...)`` is NaN/Inf or over :data:`MAX_CFL`."""
+        """Raise before ``step`` if a member of ``uv (B, 2, ...)``, ``h (B, ...)`` is NaN/Inf or over MAX_CFL."""
         speed = np.sqrt((uv**2).sum(1).max(axis=(1, 2))) + np.sqrt(self.cfg.g * np.maximum(self.cfg.depth
                                                                                              + h.max(axis=(1, 2)), 0))
         cfl = speed * self.dt * math.sqrt(self.lmax * (self.lmax + 1)) / self.cfg.radius
