@@ -24,6 +24,18 @@ from ldensf_hpc.machine import describe, gpu_name, load_average, machine  # noqa
 
 RESULTS = Path(__file__).parent / "results"
 
+PEAK_GHZ = 2.6
+"""Clock of the peak estimates (the CI machine's AMD EPYC Zen 4 cores)."""
+FMA_PER_CYCLE = {"bfloat16": 32, "float32": 16, "float64": 8}
+"""FMA lanes per cycle and core: Zen 4 issues two 256-bit FMAs per cycle (AVX-512 in two halves);
+its AVX512-BF16 dot products do two bfloat16 products per float32 lane."""
+
+
+def peak_gflops(precision: str = "float32", cores: int | None = None) -> float:
+    """Arithmetic peak ``cores x FMA lanes x 2 flops x PEAK_GHZ`` in GFLOP/s (default: this process's cores)."""
+    cores = cores or len(os.sched_getaffinity(0))
+    return cores * FMA_PER_CYCLE[precision] * 2 * PEAK_GHZ
+
 
 def device_tag(gpu: str | None) -> str:
     """``cpu`` or the GPU name as a file-name tag, e.g. ``nvidia-h100-80gb-hbm3``."""

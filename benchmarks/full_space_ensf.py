@@ -25,12 +25,11 @@ Philox noise: the target is <= 1e-4)::
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS, best_of, describe, machine, markdown_table, write_json
+from common import PEAK_GHZ, RESULTS, best_of, describe, machine, markdown_table, peak_gflops, write_json
 from timing_study import PAPER, full_trajectory
 
 from ldensf_hpc import cases
@@ -42,9 +41,6 @@ from ldensf_hpc.filters.ensf import EnSF
 from ldensf_hpc.models import Standardized, trajectory
 from ldensf_hpc.observe import grid_operator, observe
 
-PEAK_GHZ = 2.6
-"""Clock of the peak estimate (the CI machine's AMD EPYC Zen 4 cores)."""
-FMA_PER_CYCLE = {"float32": 16, "float64": 8}
 VARIANTS = (("reference", "float64"), ("blas", "float64"), ("blas", "float32"))
 
 
@@ -69,7 +65,6 @@ def run_case(case: str, n: int, K: int, steps: int, repeats: int) -> list[dict]:
     cfg, forecast, obs = problem(case, n, K, steps)
     d = forecast.shape[1]
     analyses, paper_T_f = full_trajectory(load_config("paper", case=case)).cycles, PAPER[(case, "EnSF")]["T_f"]
-    cores = len(os.sched_getaffinity(0))
     rows, reference_mean, reference_s = [], None, None
     for kernel, precision in VARIANTS:
         method = EnSF(**EnSF.settings(cfg, kernel), precision=precision)
@@ -80,7 +75,7 @@ def run_case(case: str, n: int, K: int, steps: int, repeats: int) -> list[dict]:
         if reference_mean is None:
             reference_mean, reference_s = mean, seconds
         gflops = 4.0 * K * K * d * method.n_steps / seconds / 1e9
-        peak = cores * FMA_PER_CYCLE[precision] * 2 * PEAK_GHZ
+        peak = peak_gflops(precision)
         rows.append({"case": case, "n": n, "d": d, "K": K, "n_steps": method.n_steps, "kernel": kernel,
                      "precision": precision, "analysis_s_best": timing["best_s"], "analysis_s_median": seconds,
                      "repeats": len(timing["times_s"]), "speedup_vs_reference": reference_s / seconds,

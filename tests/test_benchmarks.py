@@ -118,6 +118,50 @@ def test_full_space_ensf_quick(tmp_path):
     assert "| swe | 6912 | 20 | blas | float32 |" in stdout
 
 
+def test_kernel_quick_profile_adds_up(tmp_path):
+    """Numba rows carry their rate on the 4 K^2 d N count and the arithmetic limit; the profile's
+    mixture score and rest sum to the analysis, and its fit has a positive per-pair cost."""
+    record, stdout = run_quick("kernel", tmp_path)
+    import kernel
+
+    a = kernel.arithmetic(100)
+    assert a["flops"] == 4 * 100**2 * kernel.D * kernel.N_STEPS
+    assert a["limit_s"] == pytest.approx((2 * kernel.D + kernel.EXP_FMA) * 100**2 * kernel.N_STEPS
+                                         / (a["peak_gflops"] / 2 * 1e9))
+    numba_rows = [r for r in record["rows"] if r["backend"] == "numba"]
+    assert {r["K"] for r in numba_rows} == {20, 100}
+    for r in numba_rows:
+        assert r["gflops"] == pytest.approx(kernel.arithmetic(r["K"])["flops"] / r["analysis_s_best"] / 1e9)
+        assert 0 < r["fraction_of_limit"] < 1
+    for p in record["profile"]:
+        assert p["mixture_s"] + p["rest_s"] == pytest.approx(p["full_s"]) and positive(p["rest_s"])
+        assert p["padded_K"] % kernel.PAD == 0 and p["padded_K"] >= p["K"]
+    assert positive(record["profile_fit"]["c1_cycles_per_padded_pair"])
+    assert "Mixture score per member-step" in stdout
+
+
+def test_reconstruction_quick_counts_the_networks_flops(tmp_path):
+    """The LDNet's counted flops are its layers' (the first layer split into a point part and a
+    latent part, evaluated per chunk of points), the fields agree across precisions to bfloat16
+    accuracy, and rates are positive."""
+    record, stdout = run_quick("reconstruction", tmp_path)
+    rows = {(r["case"], r["surrogate"], r["precision"]): r for r in record["rows"]}
+    assert set(rows) == {(c, s, p) for c in ("swe", "kolmogorov") for s in ("ldnet", "vae")
+                         for p in ("float32", "bfloat16")}
+    for case in ("swe", "kolmogorov"):
+        cfg = load_config("paper", case=case).ldnet
+        M, W, F = 48 * 48, cfg.rec_width, {"swe": 3, "kolmogorov": 2}[case]  # h, u, v | u, v
+        embedded = 2 + 2 * cfg.fourier_features
+        chunks = -(-M // 2048)  # fields_at's point chunks: the latent part of layer one once per chunk
+        want = (M * (2 * embedded * W + 2 * (cfg.rec_depth - 1) * W * W + 2 * W * F)
+                + chunks * 2 * cfg.latent * W + M * 2 * 2 * cfg.fourier_features)
+        assert rows[(case, "ldnet", "float32")]["flops_per_state"] == want
+    for r in rows.values():
+        assert positive(r["one_state_s"]) and positive(r["K_states_s"]) and positive(r["fraction_of_peak"])
+        assert r["rel_diff_vs_float32"] < (0.05 if r["precision"] == "bfloat16" else 1e-12)
+    assert "not evaluated (--quick)" in stdout
+
+
 def test_scaling_quick(tmp_path):
     record, stdout = run_quick("scaling", tmp_path)
     assert "PROJECTION" in stdout and "Target EnSF" in stdout
