@@ -121,6 +121,17 @@ def _model(seed=0, n_params=2, **kw):
     return LDNet(cfg, n_params, 2, norm, ("a", "b"), ("p", "q"))
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 16, 50, 1 << 11])
+def test_chunked_fields_equal_one_evaluation(chunk):
+    """States and points split into chunks of (state, point) pairs (ragged last ones included)
+    give exactly the fields of one evaluation of R on every pair."""
+    model = _model().double()
+    s = torch.randn(5, model.latent, dtype=torch.float64)
+    pts = np.random.default_rng(0).uniform(0, 1, (23, 2))
+    want = model.norm.unstandardize(model.reconstruct(s, model.norm.scale_xi(torch.as_tensor(pts))), axis=-1)
+    torch.testing.assert_close(model.fields_at(s, pts, chunk_points=chunk), want.detach(), rtol=1e-13, atol=1e-13)
+
+
 def test_rollout_is_explicit_euler_from_zero():
     model = _model(dt_hat=0.1)
     u = torch.rand(4, 2)
