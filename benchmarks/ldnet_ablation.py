@@ -24,12 +24,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from common import RESULTS, describe, fmt, machine, markdown_table, write_json
 
 from ldensf_hpc.cases import load_config
+from ldensf_hpc.data.dataset import TrajectoryStore, split_indices
 from ldensf_hpc.data.generate import generate, generation_config
 from ldensf_hpc.data.store import canonical_json
 from ldensf_hpc.surrogate import train
+from ldensf_hpc.surrogate.training import relative_error
 
 # (label, overrides added to the previous variant's); the first is the preset as committed before the change
 CHAINS = {
@@ -55,7 +58,36 @@ CHAINS = {
         ("Fourier frequency std 10", ["ldnet.fourier_scale=10"]),
         ("lr 1e-2 with 5 % linear warm-up, cosine", ["ldnet.lr=1e-2", "ldnet.warmup=0.05"]),
     ],
+    "atmosphere": [
+        ("the preset (latent 16, dt_hat 0.05, Fourier std 10, 125 + 20 epochs)", []),
+        ("Fourier frequency std 3 (xi a unit vector: std 10 puts features at the grid scale)",
+         ["ldnet.fourier_scale=3"]),
+        ("dt_hat 0.5 (the diurnal forcing turns by 120 degrees per 8 h frame)", ["ldnet.dt_hat=0.5"]),
+        ("latent 32", ["ldnet.latent=32"]),
+        ("250 + 20 epochs", ["ldnet.epochs=250"]),
+    ],
 }
+
+
+def dataset(cfg, work: Path) -> Path:
+    """The dataset of ``cfg`` under ``work``, one per data configuration (generated when absent)."""
+    key = hashlib.sha256(canonical_json(generation_config(cfg)).encode()).hexdigest()[:12]
+    generate(cfg, work / f"data-{key}", backend="serial", progress=True)
+    return work / f"data-{key}"
+
+
+def climatology(cfg, data_dir: Path) -> dict:
+    """The no-model baseline: every test frame predicted by the train trajectories' mean over
+    trajectories and kept frames at each grid point, scored like the LDNet (rel. error per test
+    trajectory and field, then the mean). An LDNet near it has learnt neither time nor parameters."""
+    store = TrajectoryStore(data_dir)
+    splits = split_indices(store.n_trajectories, cfg.data.split, cfg.data.seed)
+    every = cfg.ldnet.frame_every
+    mean = np.mean([store.frames(j, every).mean(axis=0) for j in splits["train"]], axis=0)
+    errors = np.array([relative_error(np.broadcast_to(mean, f.shape), f, axis=(0, 2, 3))
+                       for f in (store.frames(j, every) for j in splits["test"])])
+    return {"test_rel_error": float(errors.mean()),
+            "per_field": dict(zip(store.field_names, errors.mean(axis=0).tolist()))}
 
 
 def run_variant(cfg, data_dir: Path, out: Path) -> dict:
@@ -72,14 +104,15 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", choices=tuple(CHAINS), default="swe")
     parser.add_argument("--preset", default="small")
-    parser.add_argument("--only", default=None, help="comma-separated variant numbers to train (default all)")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated variant numbers to train (default all; '' none: the baseline only)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra overrides applied to every variant (e.g. a shorter horizon)")
     parser.add_argument("--work", type=Path, default=Path("runs") / "ldnet-ablation")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     chain = CHAINS[args.case]
-    only = set(range(len(chain))) if args.only is None else {int(i) for i in args.only.split(",")}
+    only = set(range(len(chain))) if args.only is None else {int(i) for i in args.only.split(",") if i}
     info = machine()
     print(f"Machine: {describe(info)}", flush=True)
     base = load_config(args.preset, case=args.case, overrides=args.set)
@@ -98,20 +131,21 @@ def main(argv=None) -> dict:
                 rows.append(kept[i])
             continue
         cfg = load_config(args.preset, case=args.case, overrides=overrides)
-        data_key = hashlib.sha256(canonical_json(generation_config(cfg)).encode()).hexdigest()[:12]
-        data_dir = args.work / f"{args.case}-{args.preset}" / f"data-{data_key}"  # one per data configuration
-        generate(cfg, data_dir, backend="serial", progress=True)
+        data_dir = dataset(cfg, args.work / f"{args.case}-{args.preset}")
         r = run_variant(cfg, data_dir, args.work / f"{args.case}-{args.preset}" / f"variant{i}")
         rows.append({"variant": i, "label": label, "overrides": list(overrides), **r})
         print(f"[{i}] {label}: test {100 * r['test_rel_error']:.1f} %, train {100 * r['train_rel_error']:.1f} %, "
               f"{r['wall_s']:.0f} s", flush=True)
+    baseline = climatology(base, dataset(base, args.work / f"{args.case}-{args.preset}"))
     table = markdown_table(["#", "change (cumulative)", "test rel. error", "train rel. error", "epochs", "wall [s]"],
                            [[r["variant"], r["label"], f"{100 * r['test_rel_error']:.1f} %",
-                             f"{100 * r['train_rel_error']:.1f} %", r["epochs"], fmt(r["wall_s"], 3)] for r in rows])
+                             f"{100 * r['train_rel_error']:.1f} %", r["epochs"], fmt(r["wall_s"], 3)] for r in rows]
+                           + [["-", "no model: the train trajectories' mean field at every point",
+                               f"{100 * baseline['test_rel_error']:.1f} %", "-", "-", "-"]])
     print(table)
     record = {"command": " ".join(["python", "benchmarks/ldnet_ablation.py", *(argv or sys.argv[1:])]),
               "machine": info, "case": args.case, "preset": args.preset, "data": base.data.__dict__,
-              "model": base.to_dict()[args.case], "variants": rows, "table": table}
+              "model": base.to_dict()[args.case], "variants": rows, "climatology": baseline, "table": table}
     write_json(out_path, record)
     return record
 
