@@ -37,7 +37,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import PEAK_GHZ, RESULTS, best_of, describe, load_average, machine, markdown_table, peak_gflops, write_json
+from common import (FMA_PER_CYCLE, PEAK_GHZ, RESULTS, best_of, describe, load_average, machine, markdown_table,
+                    peak_gflops, write_json)
 
 from ldensf_hpc.backend import cupy_available
 from ldensf_hpc.kernels import ensf_update, reference, step_table
@@ -58,6 +59,7 @@ GPU_TARGETS_S = {100: 1e-4, 100_000: 1.0}
 REFERENCE = "reference (torch)"
 EXP_FMA = 11
 """FMA-equivalents of one float32 exponential of the Numba kernel (7 of Horner, 4 of range reduction)."""
+LANES = FMA_PER_CYCLE["float32"]
 
 
 def problem(K: int, seed: int = 0):
@@ -211,8 +213,8 @@ def profile(Ks, budget: float) -> list:
         step_cycles = (t_full - t_rest) * min(threads, cores) * PEAK_GHZ * 1e9 / (K * N_STEPS)
         pair_cycles = step_cycles / K
         row.update(padded_K=-(-K // PAD) * PAD, cycles_per_member_step=step_cycles, cycles_per_pair=pair_cycles,
-                   ideal_cycles_per_pair=(3 * D + EXP_FMA) / 16,
-                   limit_cycles_per_pair=(2 * D + EXP_FMA) / 16)
+                   ideal_cycles_per_pair=(3 * D + EXP_FMA) / LANES,
+                   limit_cycles_per_pair=(2 * D + EXP_FMA) / LANES)
         out.append(row)
         print(f"  profile K={K:>6}: mixture {row['mixture_s'] * 1e3:9.2f} ms, rest {t_rest * 1e3:7.2f} ms, "
               f"{pair_cycles:5.1f} cycles per pair", flush=True)
@@ -237,7 +239,7 @@ def profile_markdown(rows) -> str:
               f"{r['limit_cycles_per_pair']:.1f}",
               f"{r['thread_speedup']:.2f}x" if "thread_speedup" in r else "-"] for r in rows]
     table = markdown_table(["K", "analysis ms", "mixture score ms", "rest ms (update, noise, threads)",
-                            "core cycles / pair", "kernel's count / 16 lanes", "limit count / 16 lanes",
+                            "core cycles / pair", f"kernel's count / {LANES} lanes", f"limit count / {LANES} lanes",
                             "2 threads vs 1"], cells)
     fit = overhead_fit(rows)
     if fit:
@@ -261,7 +263,7 @@ def markdown(rows, skipped) -> str:
                  "at K = 100 (32-core EPYC 7543); torch reference on an H100: 22 ms (K = 100), 0.15 s (10^4), "
                  "15.4 s (10^5).")
     lines.append(f"Limit: 2 K^2 d N FMA + K^2 N exponentials ({EXP_FMA} FMA each) at the float32 peak "
-                 f"({peak_gflops('float32'):.0f} GFLOP/s: {len(os.sched_getaffinity(0))} cores x 16 FMA x 2 x "
+                 f"({peak_gflops('float32'):.0f} GFLOP/s: {len(os.sched_getaffinity(0))} cores x {LANES} FMA x 2 x "
                  f"{PEAK_GHZ} GHz).")
     for r in rows:
         if r["device"] != "cpu" and r["backend"] == "cuda" and r["K"] in GPU_TARGETS_S:

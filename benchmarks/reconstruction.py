@@ -7,9 +7,9 @@ same calls as the timing study (:func:`timing_study.time_reconstruction`: ``fiel
 the LDNet, ``decode`` of the VAE), in float32 and with bfloat16 autocast (Zen 4 has AVX512-BF16:
 twice the float32 multiply rate; the bf16 fields' relative difference from float32's is given).
 The flops of one state are counted by ``torch.utils.flop_counter`` (matrix products and
-convolutions). Each row gives the achieved GFLOP/s, its fraction of the float32 peak
-and bfloat16 peaks (``common.peak_gflops``), and the time the flops need at the row's peak: the
-lower bound of T_r on this machine, beside the issue's targets (LDNet, SWE: <= 10 ms per state, <= 0.5 s for 100;
+convolutions). Each row gives the achieved GFLOP/s, its fraction of the peak of its precision
+(``common.peak_gflops``), and the time the flops need at that peak: the lower bound of T_r on
+this machine, beside the issue's targets (LDNet, SWE: <= 10 ms per state, <= 0.5 s for 100;
 VAE: <= 0.2 s for 100). The LDNet's first layer already runs its point part once per point
 and its latent part once per state (``LDNet.reconstruct``), so the count is of the layers every
 (state, point) pair needs::

@@ -16,6 +16,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 import common  # noqa: E402
+import kernel  # noqa: E402
 import scaling  # noqa: E402
 import timing_study  # noqa: E402
 
@@ -122,8 +123,6 @@ def test_kernel_quick_profile_adds_up(tmp_path):
     """Numba rows carry their rate on the 4 K^2 d N count and the arithmetic limit; the profile's
     mixture score and rest sum to the analysis, and its fit has a positive per-pair cost."""
     record, stdout = run_quick("kernel", tmp_path)
-    import kernel
-
     a = kernel.arithmetic(100)
     assert a["flops"] == 4 * 100**2 * kernel.D * kernel.N_STEPS
     assert a["limit_s"] == pytest.approx((2 * kernel.D + kernel.EXP_FMA) * 100**2 * kernel.N_STEPS
