@@ -15,7 +15,8 @@ from ldensf_hpc.config import LDNetConfig
 from ldensf_hpc.data.dataset import Normalization
 from ldensf_hpc.errors import ConfigError, DataError
 from ldensf_hpc.surrogate import load, load_checkpoint
-from ldensf_hpc.surrogate.ldnet import LDNet, train_ldnet
+from ldensf_hpc.geometry import get as geometry
+from ldensf_hpc.surrogate.ldnet import Climatology, LDNet, train_ldnet
 
 TINY_LDNET = ["ldnet.latent=4", "ldnet.dyn_depth=2", "ldnet.dyn_width=32", "ldnet.rec_depth=3",
               "ldnet.rec_width=64", "ldnet.fourier_features=0", "ldnet.activation=gelu",
@@ -145,6 +146,43 @@ def test_rollout_is_explicit_euler_from_zero():
     u_t = torch.rand(4, 3, 2)  # a time-varying parameter drives each step with u_{t-1}
     s_t = model.rollout(u_t, 3)
     torch.testing.assert_close(s_t[:, 1], model.step(model.step(torch.zeros(4, 3), u_t[:, 0]), u_t[:, 1]))
+
+
+def _sphere_points(n_lat=12, n_lon=24):
+    lon, lat = np.meshgrid(np.arange(n_lon) * 360 / n_lon, np.linspace(-80, 80, n_lat))
+    return np.stack([lon.ravel(), lat.ravel()], axis=1)
+
+
+def test_climatology_fits_polynomials_of_its_degree_exactly_and_scales_by_the_anomaly():
+    """On the sphere a field of degree <= L in the unit vector (sin^2 lat, cos lat cos lon sin lat) is
+    the fit's mean to round-off, a degree-3 one (sin^3 lat) is not at L = 2; ``scale`` is the std of
+    the frames about the fit (here the +-0.1 offset of two trajectories)."""
+    pts = _sphere_points()
+    xi = torch.as_tensor(geometry("sphere").features(pts))
+    lat, lon = np.radians(pts[:, 1]), np.radians(pts[:, 0])
+    field = np.stack([np.sin(lat) ** 2, np.cos(lat) * np.cos(lon) * np.sin(lat), np.sin(lat) ** 3], axis=1)
+    frames = torch.as_tensor(field)[None, None].repeat(2, 3, 1, 1)
+    frames[0] += 0.1
+    frames[1] -= 0.1
+    clim = Climatology(2, 3, 3).double()
+    clim.fit(xi, frames)
+    misfit = (clim(xi) - torch.as_tensor(field)).abs().max(dim=0).values
+    assert misfit[0] < 1e-12 and misfit[1] < 1e-12 and misfit[2] > 1e-2
+    n = frames[..., 0].numel()
+    assert abs(float(clim.scale[0]) - 0.1 * np.sqrt(n / (n - 1))) < 1e-12  # the unbiased std of +-0.1
+
+
+def test_ldnet_with_climatology_adds_it_to_the_scaled_network_and_keeps_it_in_checkpoints(tmp_path):
+    model = _model(seed=4, climatology=3)
+    clim = model.climatology
+    clim.coeffs.normal_()
+    clim.scale.copy_(torch.tensor([0.5, 2.0]))
+    s, xi = torch.randn(4, model.latent), torch.rand(6, 2) * 2 - 1
+    bare = copy.deepcopy(model)
+    bare.climatology = None
+    torch.testing.assert_close(model.reconstruct(s, xi), clim(xi) + clim.scale * bare.reconstruct(s, xi))
+    torch.save(model.to_checkpoint(), tmp_path / "m.pt")
+    assert torch.equal(load(tmp_path / "m.pt").reconstruct(s, xi), model.reconstruct(s, xi))
 
 
 def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):

@@ -8,7 +8,11 @@ advances the latent state from ``s_{-1} = 0``::
 
 A reconstruction network R maps a latent state and any point ``xi`` of the domain
 (off-grid too) to the fields: ``x~(t, xi) = R(s_t, xi)``. R sees ``xi`` through a
-frozen random Fourier embedding and uses residual hidden layers.
+frozen random Fourier embedding and uses residual hidden layers. With ``climatology = L > 0``
+R is ``c(xi) + a * N(s, xi)``: ``c`` the train trajectories' mean field fitted by polynomials of
+degree <= L in the point's features (on the sphere: spherical harmonics of degree <= L), ``a``
+the per-field std of what is left, so the network N learns the anomaly at unit scale (a flow
+whose forced part is small beside its mean state otherwise leaves R on the mean).
 
 Units inside the network: ``u`` and ``xi`` scaled to [-1, 1], fields standardised
 (see :class:`~ldensf_hpc.data.dataset.Normalization`, carried by the model).
@@ -88,6 +92,36 @@ class FourierEmbedding(nn.Module):
         return torch.cat([xi, torch.sin(phase), torch.cos(phase)], dim=-1)
 
 
+class Climatology(nn.Module):
+    """A field ``c(xi) (..., F)`` that is a polynomial of degree <= ``degree`` in the features
+    ``xi (..., dim)`` (products of Legendre polynomials), fitted by least squares (:meth:`fit`)."""
+
+    def __init__(self, degree: int, dim: int, n_fields: int):
+        super().__init__()
+        self.degree = degree
+        powers = [p for p in np.ndindex(*(degree + 1,) * dim) if sum(p) <= degree]
+        self.register_buffer("powers", torch.as_tensor(powers, dtype=torch.long))  # (n_basis, dim)
+        self.register_buffer("coeffs", torch.zeros(len(powers), n_fields))
+        self.register_buffer("scale", torch.ones(n_fields))  # the anomaly std a per field
+
+    def basis(self, xi: torch.Tensor) -> torch.Tensor:
+        """``(..., n_basis)``: prod_k P_{p_k}(xi_k) for each power tuple p."""
+        legendre = [torch.ones_like(xi), xi]
+        for n in range(1, self.degree):
+            legendre.append(((2 * n + 1) * xi * legendre[n] - n * legendre[n - 1]) / (n + 1))
+        table = torch.stack(legendre[:self.degree + 1], dim=-1)  # (..., dim, degree + 1)
+        return torch.stack([table[..., k, :][..., self.powers[:, k]] for k in range(xi.shape[-1])]).prod(dim=0)
+
+    def forward(self, xi: torch.Tensor) -> torch.Tensor:
+        return self.basis(xi) @ self.coeffs.to(xi.dtype)
+
+    def fit(self, xi: torch.Tensor, frames: torch.Tensor) -> None:
+        """Least-squares fit to the mean of ``frames (n, T, M, F)`` at ``xi (M, dim)``; ``scale`` from the residual."""
+        mean = frames.mean(dim=(0, 1)).cpu().double()
+        self.coeffs.copy_(torch.linalg.lstsq(self.basis(xi.cpu().double()), mean, driver="gelsd").solution)
+        self.scale.copy_((frames - self(xi)).std(dim=(0, 1, 2)))
+
+
 class LDNet(nn.Module):
     """Dynamics network F and reconstruction network R with their normalisation.
 
@@ -118,6 +152,7 @@ class LDNet(nn.Module):
         self.embedding = FourierEmbedding(cfg.fourier_features, cfg.fourier_scale, norm.xi_dim)
         self.reconstruction_net = MLP(cfg.latent + self.embedding.n_out, n_fields, cfg.rec_width, cfg.rec_depth,
                                       cfg.activation, residual=True)
+        self.climatology = Climatology(cfg.climatology, norm.xi_dim, n_fields) if cfg.climatology else None
 
     def dynamics(self, s: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Latent time derivative ``s_dot = F(s, u)`` (eq. 13); ``s (..., latent)``, ``u (..., p)`` scaled."""
@@ -155,7 +190,13 @@ class LDNet(nn.Module):
         w = net.inp.weight  # the first layer acts on [s, gamma(xi)]: its two parts are applied apart, so
         # the latent part runs once per state and the point part once per point, then broadcast
         h = (s @ w[:, :L].T + net.inp.bias).unsqueeze(-2) + self.embedding(xi) @ w[:, L:].T
-        return net.body(net.act(h))
+        if self.climatology is None:
+            return net.body(net.act(h))
+        return self.climatology(xi) + self.climatology.scale * net.body(net.act(h))
+
+    def misfit_scale(self) -> torch.Tensor | float:
+        """What the training loss divides R's misfit by per field: the anomaly std ``a`` (1 without a climatology)."""
+        return 1.0 if self.climatology is None else self.climatology.scale
 
     def fields_at(self, s: torch.Tensor, points, chunk_points: int | None = None) -> torch.Tensor:
         """Physical fields ``(..., M, F)`` at physical points ``(M, 2)`` ordered (x, y), off-grid allowed.
@@ -265,6 +306,8 @@ def train_ldnet(cfg, data_dir, out_dir, *, callback=None, progress: bool = True)
                                  .argpartition(M - 1, axis=1)[:, :M], device=device)
     torch.manual_seed(tcfg.seed)
     model = LDNet(lcfg, store.params.shape[1], store.n_fields, norm, store.field_names, store.param_names).to(device)
+    if model.climatology is not None:
+        model.climatology.fit(xi, frames["train"])
 
     def batches(keys):
         rng = rng_for(tcfg.seed, ORDER_STREAM, *keys)
@@ -279,7 +322,7 @@ def train_ldnet(cfg, data_dir, out_dir, *, callback=None, progress: bool = True)
     def loss(batch):
         u, points, target = batch
         pred = model.reconstruct(model.rollout(u, n_kept), xi[points])
-        return torch.nn.functional.mse_loss(pred, target[:, times, points])
+        return (((pred - target[:, times, points]) / model.misfit_scale()) ** 2).mean()
 
     phases = [Phase("joint", list(model.parameters()), lcfg.epochs, lcfg.lr, batches, val_batches, loss,
                     steps_per_epoch=steps, warmup=lcfg.warmup),
