@@ -187,6 +187,33 @@ def test_grid_observations_convert_to_the_ldnet_units():
         assert window.misfit(z[0] + 0.01).item() > 1e-3
 
 
+def test_misfit_shares_points_and_times_exactly():
+    """R runs once per distinct point and once for the times observed at the same points: the misfit
+    equals eq. 19's sum over every observed value, here two fields at one sensor set, an off-step
+    time, and a second sensor set."""
+    net = tiny_ldnet(n_fields=2)
+    rng = np.random.default_rng(3)
+    z = torch.as_tensor(rng.standard_normal((3, 4)))
+    grid, other = rng.uniform(-1, 1, (5, 2)), rng.uniform(-1, 1, (4, 2))
+    both = np.concatenate([grid, grid])  # each point twice: fields 0 and 1
+    obs = [PointObservation(t, xi, rng.standard_normal(len(xi)), rng.uniform(0.1, 0.3, len(xi)), fields)
+           for t, xi, fields in ((0.0, both, np.repeat([0, 1], 5)), (1.5, both, np.repeat([1, 0], 5)),
+                                 (2.0, other, np.array([0, 1, 1, 0])), (3.0, both, np.repeat([0, 1], 5)))]
+    with torch.no_grad():
+        states = rollout(net, z.numpy(), 4)
+        expected = torch.zeros(3, dtype=torch.float64)
+        for ob in obs:
+            k, a = int(ob.time), ob.time - int(ob.time)
+            s, u = torch.as_tensor(states[k, :, :3]), torch.as_tensor(states[k, :, 3:])
+            s_t = interpolate_latent(net, s, u, a)
+            for m in range(len(ob.values)):
+                predicted = net.reconstruct(s_t, torch.as_tensor(ob.xi[m:m + 1]))[:, 0, ob.fields[m]]
+                expected += 0.5 * ((ob.values[m] - predicted) / ob.std[m]) ** 2
+        window = LatentWindow(net, z, obs, 0.0)
+        assert len(window.sites) == 2 and [len(numbers) for _, numbers in window.sites] == [3, 1]
+        torch.testing.assert_close(window.misfit(z), expected, rtol=1e-12, atol=0)
+
+
 def test_config_registry_and_bad_input():
     cfg = load_config("tiny", overrides=["levda.window=3", "levda.max_iter=7", "levda.perturb_obs=true"])
     filt = make_method("levda", cfg)

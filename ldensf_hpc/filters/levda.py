@@ -172,13 +172,22 @@ class LatentWindow:
             anomalies = anomalies + (noise - noise.mean(dim=0))
         self.P = anomalies / math.sqrt(K - 1)
         like = {"dtype": background.dtype, "device": background.device}
-        self.obs = []
-        for ob in observations:
+        # R runs once per distinct point (fields observed at one sensor share it) and once for all the
+        # times observed at the same points: sites are (distinct points, numbers of their observations)
+        self.obs, self.sites = [], []
+        for i, ob in enumerate(observations):
             offset = ob.time - t0
             k = math.floor(offset)
-            self.obs.append((k, offset - k, torch.as_tensor(ob.xi, **like), torch.as_tensor(ob.values, **like),
-                             torch.as_tensor(ob.std, **like), torch.arange(len(ob.values), device=background.device),
+            xi, point = np.unique(ob.xi, axis=0, return_inverse=True)
+            self.obs.append((k, offset - k, torch.as_tensor(ob.values, **like), torch.as_tensor(ob.std, **like),
+                             torch.as_tensor(point.reshape(-1), device=background.device),
                              torch.as_tensor(ob.fields, device=background.device)))
+            same = [site for site in self.sites if np.array_equal(site[0], xi)]
+            if same:
+                same[0][1].append(i)
+            else:
+                self.sites.append((xi, [i]))
+        self.sites = [(torch.as_tensor(xi, **like), numbers) for xi, numbers in self.sites]
         self.n_steps = max((k for k, *_ in self.obs), default=0)
 
     def state(self, alpha: torch.Tensor) -> torch.Tensor:
@@ -194,13 +203,15 @@ class LatentWindow:
         steps = [s]
         for _ in range(self.n_steps):
             steps.append(self.ldnet.step(steps[-1], u))
+        states = [steps[k] if a == 0 else interpolate_latent(self.ldnet, steps[k], u, a) for k, a, *_ in self.obs]
         total = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
-        for i, (k, a, xi, values, std, points, fields) in enumerate(self.obs):
-            s_t = steps[k] if a == 0 else interpolate_latent(self.ldnet, steps[k], u, a)
-            predicted = self.ldnet.reconstruct(s_t, xi)[:, points, fields]  # (B, M)
-            if perturbations is not None:
-                values = values + perturbations[i]
-            total = total + 0.5 * (((values - predicted) / std) ** 2).sum(dim=-1)
+        for xi, numbers in self.sites:
+            fields_at = self.ldnet.reconstruct(torch.cat([states[i] for i in numbers]), xi)
+            for predicted, i in zip(fields_at.split(z.shape[0]), numbers):
+                _, _, values, std, points, fields = self.obs[i]
+                if perturbations is not None:
+                    values = values + perturbations[i]
+                total = total + 0.5 * (((values - predicted[:, points, fields]) / std) ** 2).sum(dim=-1)
         return total
 
     def cost(self, alpha: torch.Tensor, centres=None, perturbations=None) -> torch.Tensor:
@@ -215,7 +226,7 @@ class LatentWindow:
     def observation_perturbations(self, K: int, rng: np.random.Generator) -> list:
         """``e_ij ~ N(0, R_i)`` re-centred over the ``K`` members, one ``(K, M_i)`` tensor per time."""
         out = []
-        for _, _, _, values, std, _, _ in self.obs:
+        for _, _, values, std, _, _ in self.obs:
             e = rng.standard_normal((K, len(values)))
             e = torch.as_tensor(e - e.mean(axis=0), dtype=std.dtype, device=std.device)
             out.append(std * e)
