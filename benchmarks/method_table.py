@@ -41,7 +41,10 @@ def main() -> str:
         holds = ranking(main_level)["paper_order_holds"]
         p = main_level.get("ld_ensf", {}).get("param_rel_error")
         drop = f"{p[0] / p[-1]:.1f}x ({p[0]:.3f} -> {p[-1]:.3f})" if p else "-"
-        stages = ", ".join(f"{k} {v:.0f} s" for k, v in report["stages_wall_s"].items())
+        fits = ", ".join(f"{name} {s['train_wall_s']:.0f} s" for name, s in report.get("surrogates", {}).items()
+                         if "train_wall_s" in s)
+        stages = ", ".join(f"{k} {v:.0f} s" + (f" ({fits})" if k == "train" and fits else "")
+                           for k, v in report["stages_wall_s"].items())
         notes.append(f"- {case}: paper order LD-EnSF < Latent-EnSF < EnSF at "
                      f"{report['observations']['main_level'] * 100:g} % noise: "
                      f"{'holds' if holds else 'does NOT hold'}; "
