@@ -174,7 +174,7 @@ class LatentWindow:
         like = {"dtype": background.dtype, "device": background.device}
         # R runs once per distinct point (fields observed at one sensor share it) and once for all the
         # times observed at the same points: sites are (distinct points, numbers of their observations)
-        self.obs, self.sites = [], []
+        self.obs, sites = [], {}  # the points' bytes (their dimension is the LDNet's) -> (points, numbers)
         for i, ob in enumerate(observations):
             offset = ob.time - t0
             k = math.floor(offset)
@@ -182,12 +182,8 @@ class LatentWindow:
             self.obs.append((k, offset - k, torch.as_tensor(ob.values, **like), torch.as_tensor(ob.std, **like),
                              torch.as_tensor(point.reshape(-1), device=background.device),
                              torch.as_tensor(ob.fields, device=background.device)))
-            same = [site for site in self.sites if np.array_equal(site[0], xi)]
-            if same:
-                same[0][1].append(i)
-            else:
-                self.sites.append((xi, [i]))
-        self.sites = [(torch.as_tensor(xi, **like), numbers) for xi, numbers in self.sites]
+            sites.setdefault(xi.tobytes(), (xi, []))[1].append(i)
+        self.sites = [(torch.as_tensor(xi, **like), numbers) for xi, numbers in sites.values()]
         self.n_steps = max((k for k, *_ in self.obs), default=0)
 
     def state(self, alpha: torch.Tensor) -> torch.Tensor:
