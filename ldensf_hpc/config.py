@@ -126,6 +126,7 @@ class LEVDAConfig:
     max_iter: int = bounded(50, ge=1)  # L-BFGS iterations per window
     history: int = bounded(10, ge=1)  # L-BFGS memory
     perturb_obs: bool = False  # randomised-maximum-likelihood members (False: the paper's warm starts only)
+    model_error: float = bounded(0.0, ge=0)  # LDNet error std at a sensor (standardised), added to R (0: none)
 
 
 @dataclass

@@ -214,15 +214,30 @@ def test_misfit_shares_points_and_times_exactly():
         torch.testing.assert_close(window.misfit(z), expected, rtol=1e-12, atol=0)
 
 
+def test_model_error_adds_to_the_noise_variance():
+    """``model_error`` m is R_i = diag(std_i^2 + m^2): the same analysis as observations of std hypot(std_i, m),
+    and a larger m weighs the data less (the analysis moves less from the background)."""
+    net = tiny_ldnet()
+    truth, prior, obs = twin(net)
+    res = LEVDA(window=WINDOW, max_iter=10, model_error=0.3).run(net, prior, obs)
+    widened = [PointObservation(o.time, o.xi, o.values, np.hypot(o.std, 0.3)) for o in obs]
+    same = LEVDA(window=WINDOW, max_iter=10).run(net, prior, widened)
+    np.testing.assert_array_equal(res.trajectory_mean, same.trajectory_mean)
+    plain = LEVDA(window=WINDOW, max_iter=10).run(net, prior, obs)
+    assert np.all(res.cost_analysis < plain.cost_analysis)  # J's data term divided by (std^2 + m^2) / std^2
+
+
 def test_config_registry_and_bad_input():
-    cfg = load_config("tiny", overrides=["levda.window=3", "levda.max_iter=7", "levda.perturb_obs=true"])
+    cfg = load_config("tiny", overrides=["levda.window=3", "levda.max_iter=7", "levda.perturb_obs=true",
+                                         "levda.model_error=0.05"])
     filt = make_method("levda", cfg)
-    assert (filt.window, filt.max_iter, filt.perturb_obs) == (3, 7, True)
+    assert (filt.window, filt.max_iter, filt.perturb_obs, filt.model_error) == (3, 7, True, 0.05)
     net = tiny_ldnet()
     _, prior, obs = twin(net)
     with pytest.raises(ConfigError, match="window"):
         LEVDA(window=0).run(net, prior, obs)
-    for bad in ({"inflation": 0.5}, {"additive": -1.0}, {"max_iter": 0}):
+    for bad in ({"inflation": 0.5}, {"additive": -1.0}, {"max_iter": 0}, {"model_error": -0.1},
+                {"model_error": math.inf}):
         with pytest.raises(ConfigError):
             LEVDA(**bad)
     with pytest.raises(InputError, match="at least 2 members"):

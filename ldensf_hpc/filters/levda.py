@@ -44,6 +44,7 @@ windows of observations through the reconstruction network, not one time at a ti
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -242,6 +243,9 @@ class LEVDA(Method):
     max_iter : L-BFGS iterations per window; ``history`` its memory.
     perturb_obs : randomised maximum likelihood members (perturbed observations, prior
         term centred on each warm start) instead of the paper's common cost.
+    model_error : std ``>= 0`` of the surrogate's representation error at a sensor, standardised
+        field units, added to every value's noise variance: ``R_i = diag(std_i^2 + model_error^2)``
+        (not in the paper; without it noise-free data are fitted to the surrogate's error).
     """
 
     window: int = 5
@@ -250,6 +254,7 @@ class LEVDA(Method):
     max_iter: int = 50
     history: int = 10
     perturb_obs: bool = False
+    model_error: float = 0.0
     name: ClassVar[str] = "levda"
     settings_read: ClassVar[tuple[str, ...]] = ("levda",)
     label: ClassVar[str] = "LEVDA"
@@ -268,12 +273,14 @@ class LEVDA(Method):
         if int(self.max_iter) != self.max_iter or self.max_iter < 1 or int(self.history) != self.history \
                 or self.history < 1:
             raise ConfigError(f"LEVDA: max_iter and history must be integers >= 1, got {self.max_iter}, {self.history}")
+        if not (math.isfinite(self.model_error) and self.model_error >= 0):
+            raise ConfigError(f"LEVDA: model_error must be a finite std >= 0, got {self.model_error}")
 
     @classmethod
     def from_config(cls, cfg) -> LEVDA:
         c = cfg.levda
         return cls(window=c.window, inflation=c.inflation, additive=c.additive, max_iter=c.max_iter,
-                   history=c.history, perturb_obs=c.perturb_obs)
+                   history=c.history, perturb_obs=c.perturb_obs, model_error=c.model_error)
 
     def surrogates(self, cfg) -> tuple[str, ...]:
         return ("ldnet",)
@@ -362,7 +369,8 @@ class LEVDA(Method):
         :class:`~ldensf_hpc.filters.envar4d.WindowResult` with the trajectory at every latent
         step ``0 ... n_windows tau - 1``; ``ensemble`` is ``z`` at ``n_windows tau``.
         """
-        observations = as_point_observations(observations)
+        observations = [dataclasses.replace(ob, std=np.hypot(ob.std, self.model_error)) if self.model_error else ob
+                        for ob in as_point_observations(observations)]
         param = next(ldnet.parameters())
         like = {"dtype": param.dtype, "device": param.device}
         z = torch.as_tensor(np.asarray(ensemble_z), **like)
