@@ -127,6 +127,7 @@ class LEVDAConfig:
     history: int = bounded(10, ge=1)  # L-BFGS memory
     perturb_obs: bool = False  # randomised-maximum-likelihood members (False: the paper's warm starts only)
     model_error: float = bounded(0.0, ge=0)  # LDNet error std at a sensor (standardised), added to R (0: none)
+    tempering: int = bounded(1, ge=1)  # minimisations per window, observation term weighed 10^-(n-1) ... 1
 
 
 @dataclass
@@ -214,6 +215,7 @@ class TrainConfig:
     min_lr_ratio: float = bounded(0.01, ge=0, le=1)  # cosine schedule ends at lr * min_lr_ratio
     patience: int = bounded(200, ge=1)  # epochs without validation improvement before stopping
     device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (tf32 on CUDA, else fp32) | fp32 | tf32 (CUDA) | bf16 (autocast forward passes)
     threads: int = bounded(0, ge=0)  # torch CPU threads (0: all cores this process may use, at most 16)
     workers: int = bounded(0, ge=0)  # DataLoader worker processes
 

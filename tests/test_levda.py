@@ -229,15 +229,16 @@ def test_model_error_adds_to_the_noise_variance():
 
 def test_config_registry_and_bad_input():
     cfg = load_config("tiny", overrides=["levda.window=3", "levda.max_iter=7", "levda.perturb_obs=true",
-                                         "levda.model_error=0.05"])
+                                         "levda.model_error=0.05", "levda.tempering=3"])
     filt = make_method("levda", cfg)
     assert (filt.window, filt.max_iter, filt.perturb_obs, filt.model_error) == (3, 7, True, 0.05)
+    assert filt.weights() == [0.01, 0.1, 1.0] and LEVDA().weights() == [1.0]
     net = tiny_ldnet()
     _, prior, obs = twin(net)
     with pytest.raises(ConfigError, match="window"):
         LEVDA(window=0).run(net, prior, obs)
     for bad in ({"inflation": 0.5}, {"additive": -1.0}, {"max_iter": 0}, {"model_error": -0.1},
-                {"model_error": math.inf}):
+                {"model_error": math.inf}, {"tempering": 0}, {"tempering": 1.5}):
         with pytest.raises(ConfigError):
             LEVDA(**bad)
     with pytest.raises(InputError, match="at least 2 members"):

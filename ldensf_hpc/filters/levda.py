@@ -211,14 +211,15 @@ class LatentWindow:
                 total = total + 0.5 * (((values - predicted[:, points, fields]) / std) ** 2).sum(dim=-1)
         return total
 
-    def cost(self, alpha: torch.Tensor, centres=None, perturbations=None) -> torch.Tensor:
+    def cost(self, alpha: torch.Tensor, centres=None, perturbations=None, weight: float = 1.0) -> torch.Tensor:
         """``J(alpha)`` (eq. 19) for each row of ``alpha (B, K)``: ``(B,)``.
 
         ``centres`` ``(B, K)`` shift the prior term to ``|alpha - centre|^2`` and ``perturbations``
         perturb the observations (see :meth:`misfit`): the randomised-maximum-likelihood costs.
+        ``weight`` multiplies the observation term (a tempered cost; 1: eq. 19).
         """
         prior = alpha if centres is None else alpha - centres
-        return 0.5 * (prior**2).sum(dim=-1) + self.misfit(self.state(alpha), perturbations)
+        return 0.5 * (prior**2).sum(dim=-1) + weight * self.misfit(self.state(alpha), perturbations)
 
     def observation_perturbations(self, K: int, rng: np.random.Generator) -> list:
         """``e_ij ~ N(0, R_i)`` re-centred over the ``K`` members, one ``(K, M_i)`` tensor per time."""
@@ -246,6 +247,9 @@ class LEVDA(Method):
     model_error : std ``>= 0`` of the surrogate's representation error at a sensor, standardised
         field units, added to every value's noise variance: ``R_i = diag(std_i^2 + model_error^2)``
         (not in the paper; without it noise-free data are fitted to the surrogate's error).
+    tempering : minimisations per window, the observation term weighed ``10^-(n-1), ..., 0.1, 1``
+        in turn, each from the last's minimiser (``1``: the paper's single minimisation); a quasi-static
+        continuation for costs whose noise is small beside the background's misfit (not in the paper).
     """
 
     window: int = 5
@@ -255,6 +259,7 @@ class LEVDA(Method):
     history: int = 10
     perturb_obs: bool = False
     model_error: float = 0.0
+    tempering: int = 1
     name: ClassVar[str] = "levda"
     settings_read: ClassVar[tuple[str, ...]] = ("levda",)
     label: ClassVar[str] = "LEVDA"
@@ -273,6 +278,8 @@ class LEVDA(Method):
         if int(self.max_iter) != self.max_iter or self.max_iter < 1 or int(self.history) != self.history \
                 or self.history < 1:
             raise ConfigError(f"LEVDA: max_iter and history must be integers >= 1, got {self.max_iter}, {self.history}")
+        if int(self.tempering) != self.tempering or self.tempering < 1:
+            raise ConfigError(f"LEVDA: tempering must be an integer >= 1 minimisations, got {self.tempering}")
         if not (math.isfinite(self.model_error) and self.model_error >= 0):
             raise ConfigError(f"LEVDA: model_error must be a finite std >= 0, got {self.model_error}")
 
@@ -280,7 +287,8 @@ class LEVDA(Method):
     def from_config(cls, cfg) -> LEVDA:
         c = cfg.levda
         return cls(window=c.window, inflation=c.inflation, additive=c.additive, max_iter=c.max_iter,
-                   history=c.history, perturb_obs=c.perturb_obs, model_error=c.model_error)
+                   history=c.history, perturb_obs=c.perturb_obs, model_error=c.model_error,
+                   tempering=c.tempering)
 
     def surrogates(self, cfg) -> tuple[str, ...]:
         return ("ldnet",)
@@ -319,6 +327,10 @@ class LEVDA(Method):
                           extra={"cost_background": res.cost_background.tolist(),
                                  "cost_analysis": res.cost_analysis.tolist()}, fields={"background": background})
 
+    def weights(self) -> list[float]:
+        """Observation-term weights of the successive minimisations: ``10^-(n - 1) ... 0.1, 1`` for ``tempering = n``."""
+        return [10.0 ** -(self.tempering - 1 - j) for j in range(self.tempering)]
+
     def analyse_window(self, ldnet, background: torch.Tensor, observations, t0: float,
                        rng: np.random.Generator):
         """Analysis ensemble ``(K, D)`` at the window start, and J at the background and analysis means."""
@@ -335,13 +347,13 @@ class LEVDA(Method):
         centres, perturbations = None, None
         if self.perturb_obs:
             centres, perturbations = alpha.clone(), problem.observation_perturbations(K, rng)
-        if observations:
+        for weight in self.weights() if observations else ():
             alpha.requires_grad_(True)
             optimizer = torch.optim.LBFGS([alpha], lr=1.0, max_iter=self.max_iter, history_size=self.history,
                                           line_search_fn="strong_wolfe")
 
             def closure():  # gradient w.r.t. alpha only (the LDNet weights stay untouched)
-                loss = problem.cost(alpha, centres, perturbations).sum()
+                loss = problem.cost(alpha, centres, perturbations, weight).sum()
                 alpha.grad = torch.autograd.grad(loss, alpha)[0]
                 return loss.detach()
 
