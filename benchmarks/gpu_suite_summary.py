@@ -72,9 +72,12 @@ def figures(out: Path) -> dict[str, list[str]]:
     if training.get("skipped"):
         found.setdefault("training", []).append(f"skipped: {training['skipped']}")
     for case, c in training.get("cases", {}).items():
+        others = ", ".join(f"{p} {f['points_per_s']:.3g}" for p, f in c.get("precisions", {}).items()
+                           if p != c.get("precision"))
         found.setdefault("training", []).append(
-            f"{case} on {training.get('device')}: {c['points_per_s']:.3g} points/s, paper schedule "
-            f"{c['schedule_hours']:.3g} h, T_r {c['T_r_one_field_s'] * 1e3:.3g} ms (paper {PAPER_T_R_MS[case]:g} ms)")
+            f"{case} on {training.get('device')}: {c['points_per_s']:.3g} points/s in {c.get('precision', 'fp32')}"
+            f"{f' ({others})' if others else ''}, paper schedule {c['schedule_hours']:.3g} h, "
+            f"T_r {c['T_r_one_field_s'] * 1e3:.3g} ms (paper {PAPER_T_R_MS[case]:g} ms)")
     return found
 
 

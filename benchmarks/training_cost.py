@@ -7,7 +7,9 @@ then to an epoch (train trajectories / batch size steps) and to the two-stage sc
 (``epochs`` + ``retrain_epochs`` of the config); points per second are reported. T_r is
 the reconstruction of one full field (R on the case's whole grid, one latent state, no
 autograd), beside the paper's 0.94 ms (SWE) and 5.4 ms (Kolmogorov) on an RTX A6000.
-Untrained weights: timing needs none. Runs on CUDA when torch sees a GPU, else the CPU.
+Untrained weights: timing needs none. Runs on CUDA when torch sees a GPU, else the CPU, at every
+``train.precision`` the device takes (fp32 and bf16 autocast; TF32 on CUDA); the case's headline
+figures are at the training default (``auto``: TF32 on CUDA, fp32 on the CPU).
 
     python benchmarks/training_cost.py            # writes results/training_cost_<cpu|gpu>.json
 """
@@ -23,13 +25,27 @@ from ldensf_hpc import cases
 from ldensf_hpc.cases import load_config
 from ldensf_hpc.data.dataset import Normalization
 from ldensf_hpc.data.generate import frame_schedule
+from ldensf_hpc.errors import BackendError
 from ldensf_hpc.surrogate.ldnet import LDNet
+from ldensf_hpc.surrogate.training import PRECISIONS, arithmetic, resolve_precision
 
 PAPER_T_R_S = {"swe": 0.94e-3, "kolmogorov": 5.4e-3}  # one full field, RTX A6000 (Table 1)
 
 
-def step_seconds(cfg, case: str, points: int, device) -> tuple[dict, dict]:
-    """Best wall seconds of one optimiser step at ``points`` points per frame, and the sizes."""
+def precisions(device) -> list[str]:
+    """The ``train.precision`` values ``device`` can honour (``auto`` aside)."""
+    out = []
+    for name in PRECISIONS[1:]:
+        try:
+            out.append(resolve_precision(name, device))
+        except BackendError:  # tf32 without CUDA
+            continue
+    return out
+
+
+def step_seconds(cfg, case: str, points: int, device, precision: str) -> tuple[dict, dict, dict]:
+    """Best wall seconds of one optimiser step at ``points`` points per frame in ``precision``, the sizes
+    and T_r (fp32, as assimilation runs R)."""
     lcfg = cfg.ldnet
     model = cases.get(case).model(cfg)
     p, F = len(model.param_names), len(model.field_names)
@@ -44,7 +60,8 @@ def step_seconds(cfg, case: str, points: int, device) -> tuple[dict, dict]:
 
     def step():
         opt.zero_grad()
-        loss = torch.nn.functional.mse_loss(net.reconstruct(net.rollout(u, frames), xi), target)
+        with arithmetic(precision, device):
+            loss = torch.nn.functional.mse_loss(net.reconstruct(net.rollout(u, frames), xi), target)
         loss.backward()
         opt.step()
 
@@ -80,27 +97,33 @@ def main(argv=None) -> dict:
         return {}
     print(describe(info))
     rows, record = [], {"machine": info, "device": str(device), "cases": {}, "command": command}
+    default = resolve_precision("auto", device)
     for case in ("swe", "kolmogorov"):
         cfg = load_config("paper", case=case)
-        timing, sizes, t_r = step_seconds(cfg, case, args.points, device)
-        points_per_s = sizes["batch"] * sizes["frames"] * args.points / timing["best_s"]
         n_train = round(cfg.data.n_trajectories * cfg.data.split[0])
         full_points = cfg.data.points_per_frame
-        step = timing["best_s"] * full_points / args.points
-        epoch = step * n_train / sizes["batch"]
-        schedule_h = epoch * sizes["epochs"] / 3600
-        record["cases"][case] = {**sizes, "step_s_timed": timing["best_s"], "points_per_frame": full_points,
-                                 "train_trajectories": n_train, "step_s": step, "epoch_s": epoch,
-                                 "schedule_hours": schedule_h, "points_per_s": points_per_s,
-                                 "T_r_one_field_s": t_r["best_s"], "T_r_median_s": t_r["median_s"],
-                                 "paper_T_r_s": PAPER_T_R_S[case]}
-        rows.append([case, sizes["latent"], sizes["F"], sizes["R"], sizes["frames"], sizes["batch"],
-                     timing["best_s"], f"{points_per_s:.3g}", step, epoch, sizes["epochs"], schedule_h,
-                     f"{t_r['best_s'] * 1e3:.3g}", f"{PAPER_T_R_S[case] * 1e3:g}"])
-    print(markdown_table(["case", "latent", "F", "R", "frames", "batch", f"step at {args.points} pts [s]",
+        record["cases"][case] = {"precisions": {}}
+        for precision in precisions(device):
+            timing, sizes, t_r = step_seconds(cfg, case, args.points, device, precision)
+            points_per_s = sizes["batch"] * sizes["frames"] * args.points / timing["best_s"]
+            step = timing["best_s"] * full_points / args.points
+            epoch = step * n_train / sizes["batch"]
+            schedule_h = epoch * sizes["epochs"] / 3600
+            figures = {"step_s_timed": timing["best_s"], "step_s": step, "epoch_s": epoch,
+                       "schedule_hours": schedule_h, "points_per_s": points_per_s}
+            record["cases"][case]["precisions"][precision] = figures
+            if precision == default:
+                record["cases"][case].update(**sizes, **figures, precision=precision, points_per_frame=full_points,
+                                             train_trajectories=n_train, T_r_one_field_s=t_r["best_s"],
+                                             T_r_median_s=t_r["median_s"], paper_T_r_s=PAPER_T_R_S[case])
+            rows.append([case, precision, sizes["latent"], sizes["F"], sizes["R"], sizes["frames"], sizes["batch"],
+                         timing["best_s"], f"{points_per_s:.3g}", step, epoch, sizes["epochs"], schedule_h,
+                         f"{t_r['best_s'] * 1e3:.3g}", f"{PAPER_T_R_S[case] * 1e3:g}"])
+    print(markdown_table(["case", "precision", "latent", "F", "R", "frames", "batch", f"step at {args.points} pts [s]",
                           "points/s", f"step at {full_points} pts [s]", "epoch [s]", "epochs", "schedule [h]",
                           "T_r one field [ms]", "paper T_r [ms]"], rows))
-    print("Extrapolated linearly in the points per frame; the schedule is the config's two stages.")
+    print("Extrapolated linearly in the points per frame; the schedule is the config's two stages; "
+          f"training's default precision here: {default}.")
     out = args.out or RESULTS / f"training_cost_{device_tag(gpu_name())}.json"
     write_json(out, record)
     print(f"wrote {out}")

@@ -244,7 +244,7 @@ def run(cfg, workdir=None, *, methods=DEFAULT_METHODS, levels=None, generate_bac
                                         progress=progress)
     stages["assimilate"] = time.perf_counter() - t0
     report["stages_wall_s"] = stages
-    report["surrogates"] = {name: {k: v for k, v in s.items() if "rel_error" in k or k == "train_wall_s"}
+    report["surrogates"] = {name: {k: v for k, v in s.items() if "rel_error" in k or k in ("train_wall_s", "precision")}
                             for name, s in summaries.items()}
     report["plots"] = write_plots(report, report.pop("_truth"), work)
     report["config"] = cfg.to_dict()

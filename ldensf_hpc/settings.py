@@ -50,6 +50,11 @@ def _precisions():
     return PRECISIONS
 
 
+def _training_precisions():
+    from .surrogate.training import PRECISIONS
+    return PRECISIONS
+
+
 def _encoders():
     from .filters.ld_ensf import ENCODERS
     return ("auto", *ENCODERS)
@@ -57,7 +62,8 @@ def _encoders():
 
 NAMED = {"ensf.kernel": ("EnSF kernel backend", _kernels), "ensf.full_space_kernel": ("EnSF kernel backend", _kernels),
          "ensf.full_space_precision": ("floating-point precision", _precisions),
-         "train.device": ("torch device", _devices), "ldnet.activation": ("activation", _activations),
+         "train.device": ("torch device", _devices), "train.precision": ("training precision", _training_precisions),
+         "ldnet.activation": ("activation", _activations),
          "observe.sensors": ("sensor layout", _sensors), "ld_ensf.encoder": ("LD-EnSF encoder", _encoders)}
 """The registry-valued settings: key -> (what it names, the names allowed; imported only when read)."""
 

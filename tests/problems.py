@@ -9,6 +9,10 @@ from ldensf_hpc.filters.cycle import Cycles, cycle
 from ldensf_hpc.observe import ObservationOperator, observe
 
 K_LARGE = 2000
+ROUND_OFF = {"float64": 1e-12, "float32": 1e-6}
+"""Tolerated differences between rank counts, relative to the largest value: the blocked GEMMs of the
+full-space EnSF (its default precision float32) round differently for other blocks of members (how a BLAS
+rounds a block depends on its kernel: OpenBLAS's Haswell kernels differ, its AVX-512 ones did not here)."""
 
 
 def linear_gaussian(obs_std, seed=0, K=K_LARGE):

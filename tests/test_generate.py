@@ -34,6 +34,27 @@ CASES = ("swe", "kolmogorov", "atmosphere")
 LONG = ("data.n_trajectories=6", "data.shard_size=1", "swe.n_steps=120")
 
 
+def test_every_case_has_the_shared_presets_and_medium_is_the_papers_grid():
+    """tiny, small and paper exist for every registered case; medium (SWE, Kolmogorov) is 150 x 150 with the
+    paper's latent frames (51 and 40, DESIGN.md); a case without it is refused naming what it has."""
+    from ldensf_hpc.errors import ConfigError
+
+    frames = {"swe": 51, "kolmogorov": 40}
+    for case in (name for name in cases.CASES if ":" not in name):
+        for preset in cases.PRESETS:
+            try:
+                cfg = load_config(preset, case=case)
+            except ConfigError as exc:
+                assert preset == "medium" and case not in frames, exc
+                assert str(exc) == f"case {case} has no preset 'medium'; choose one of tiny, small, paper"
+                continue
+            assert cfg.preset == preset and cfg.case == case
+            if preset == "medium":
+                schedule = frame_schedule(cfg)
+                assert cfg.model.n == 150
+                assert len(range(0, schedule.n_frames, cfg.ldnet.frame_every)) == frames[case]
+
+
 def shard_digests(root: Path) -> dict[str, str]:
     return {p.name: store.sha256_file(p) for p in sorted((root / store.SHARDS).glob("*.h5"))}
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from problems import ROUND_OFF
 
 from ldensf_hpc import cases
 from ldensf_hpc.backend import rng_for
@@ -36,9 +37,6 @@ from ldensf_hpc.models import trajectory
 from ldensf_hpc.observe import full_operator, grid_operator, observe
 from ldensf_hpc.parallel.mpi import Sharding, member_block, member_counts
 
-ROUND_OFF = {"float64": 1e-12, "float32": 1e-6}
-"""Tolerated differences between rank counts, relative to the largest value: the blocked GEMMs of the
-full-space EnSF (its default precision float32) round differently for other blocks of members."""
 JOBS = Path(__file__).resolve().parents[1] / "jobs" / "mpirun"
 
 

@@ -41,7 +41,7 @@ CASES = Registry("case", {
 }, group="ldensf_hpc.cases", importable=True,
     accept=lambda obj: None if isinstance(obj, type) and issubclass(obj, Case) and not getattr(obj, "__abstractmethods__", None)
     else "is not a complete subclass of ldensf_hpc.cases.Case (see ModelCase)")
-PRESETS = ("tiny", "small", "paper")
+PRESETS = ("tiny", "small", "medium", "paper")
 DEFAULT_CASE = "swe"
 
 
@@ -92,7 +92,11 @@ class Case(ABC):
         return grid_operator(shape, cfg.observe.stride, periodic=self.periodic, geometry=self.geometry)
 
     def preset(self, preset: str) -> dict:
-        """The case's own settings at ``preset`` (``presets/<case>/<preset>.yaml``)."""
+        """The case's own settings at ``preset`` (``presets/<case>/<preset>.yaml``); ConfigError if it has none."""
+        folder = resources.files("ldensf_hpc.presets").joinpath(self.name)
+        if not folder.joinpath(f"{preset}.yaml").is_file():
+            have = [p for p in PRESETS if folder.joinpath(f"{p}.yaml").is_file()]
+            raise ConfigError(f"case {self.name} has no preset {preset!r}; choose one of {', '.join(have)}")
         return _read_preset(preset, self.name)
 
     def forecast_steps(self, cfg: Config) -> int:

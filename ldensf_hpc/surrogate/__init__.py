@@ -88,8 +88,8 @@ def train(cfg, data_dir, out_dir, names, progress: bool = True) -> dict:
     """Train (or resume) the surrogates ``names`` and what they require; their summaries.
 
     A finished surrogate whose summary records the same checkpoint, dataset manifest and split
-    is reused as it is (its errors are not measured again); every summary is written with that record
-    and ``train_wall_s``, the wall time of the call that trained it.
+    is reused as it is (its errors are not measured again); every summary is written with that record,
+    ``train_wall_s`` (the wall time of the call that trained it) and the checkpoint's ``precision``.
     """
     configure_threads(cfg.train.threads)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -103,6 +103,7 @@ def train(cfg, data_dir, out_dir, names, progress: bool = True) -> dict:
             start = time.perf_counter()
             summary = SURROGATES[name].fit(cfg, data_dir, out_dir, progress=progress)
             summary["train_wall_s"] = time.perf_counter() - start  # of the call that finished it (a resume: its part)
+            summary["precision"] = load_checkpoint(out_dir / f"{name}.pt").get("precision", "fp32")
             summary["derived_from"] = _derived_from(cfg, data_dir, out_dir, name)
             write_json(out_dir / f"{name}.json", summary)
         summaries[name] = summary

@@ -182,9 +182,8 @@ def train_encoder(cfg, data_dir, out_dir, *, callback=None, progress: bool = Tru
 
     phases = [Phase("encoder", list(model.parameters()), ecfg.epochs, ecfg.lr, batches, val_batches, loss,
                     steps_per_epoch=max(1, -(-len(data["train"][0]) // ecfg.batch_size)))]
-    history = run_phases(model, phases, out / "encoder.pt", tcfg.seed, min_lr_ratio=tcfg.min_lr_ratio,
-                         patience=tcfg.patience, device=device, callback=callback, progress=progress,
-                         data=store.digest)
+    history = run_phases(model, phases, out / "encoder.pt", tcfg, device=device, callback=callback,
+                         progress=progress, data=store.digest)
     model.eval()
     summary = {"model": "encoder", "case": cfg.case, "config": dataclasses.asdict(ecfg), "observe": spec,
                "history": history}

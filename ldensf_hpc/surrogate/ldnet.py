@@ -328,9 +328,8 @@ def train_ldnet(cfg, data_dir, out_dir, *, callback=None, progress: bool = True)
                     steps_per_epoch=steps, warmup=lcfg.warmup),
               Phase("retrain", list(model.reconstruction_net.parameters()), lcfg.retrain_epochs, lcfg.retrain_lr,
                     batches, val_batches, loss, steps_per_epoch=steps)]
-    history = run_phases(model, phases, out / "ldnet.pt", tcfg.seed, min_lr_ratio=tcfg.min_lr_ratio,
-                         patience=tcfg.patience, device=device, callback=callback, progress=progress,
-                         data=store.digest)
+    history = run_phases(model, phases, out / "ldnet.pt", tcfg, device=device, callback=callback,
+                         progress=progress, data=store.digest)
     model.eval()
     evaluated = {**splits, "train": splits["train"][:EVAL_TRAIN]}
     errors = {name: ldnet_errors(model, store, idx) for name, idx in evaluated.items()}

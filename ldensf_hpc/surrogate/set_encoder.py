@@ -281,9 +281,8 @@ def train_set_encoder(cfg, data_dir, out_dir, *, callback=None, progress: bool =
 
     phases = [Phase("set_encoder", list(model.parameters()), scfg.epochs, scfg.lr, batches, val_batches, loss,
                     steps_per_epoch=max(1, -(-len(data["train"][0]) // scfg.batch_size)))]
-    history = run_phases(model, phases, out / "set_encoder.pt", tcfg.seed, min_lr_ratio=tcfg.min_lr_ratio,
-                         patience=tcfg.patience, device=device, callback=callback, progress=progress,
-                         data=store.digest)
+    history = run_phases(model, phases, out / "set_encoder.pt", tcfg, device=device, callback=callback,
+                         progress=progress, data=store.digest)
     model.eval()
     summary = {"model": "set_encoder", "case": cfg.case, "config": dataclasses.asdict(scfg), "observe": spec,
                "history": history}

@@ -13,6 +13,7 @@ uninterrupted one. ``OUT/<name>.json`` holds the loss history and the errors.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable, Iterable
@@ -48,6 +49,34 @@ def select_device(name: str) -> torch.device:
     return torch.device(DEVICES[name]())
 
 
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+"""``train.precision``: auto is tf32 on CUDA and fp32 on the CPU; bf16 autocasts the forward passes."""
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """The arithmetic ``train.precision`` names on ``device``; refused where it cannot be honoured."""
+    if name not in PRECISIONS:
+        raise ConfigError(f"train.precision {name!r} is unknown; choose one of {', '.join(PRECISIONS)}")
+    if name == "auto":
+        return "tf32" if device.type == "cuda" else "fp32"
+    if name == "tf32" and device.type != "cuda":
+        raise BackendError(f"train.precision tf32 needs a CUDA device (training runs on {device.type}); "
+                           "use fp32 or bf16")
+    return name
+
+
+@contextlib.contextmanager
+def arithmetic(precision: str, device: torch.device):
+    """Matmuls in TF32 (``tf32``, CUDA) or forward passes autocast to bfloat16 (``bf16``) inside the block."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def configure_threads(threads: int) -> int:
     """Limit torch's CPU threads (0: the cores this process may run on, at most 16)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -57,9 +86,10 @@ def configure_threads(threads: int) -> int:
 
 
 def check_training(cfg) -> None:
-    """Reject shared training settings that cannot work."""
+    """Reject shared training settings that cannot work (before any data is read)."""
     if cfg.train.patience < 1:
         raise ConfigError(f"train.patience must be >= 1 epoch, got {cfg.train.patience}")
+    resolve_precision(cfg.train.precision, select_device(cfg.train.device))
 
 
 @dataclass
@@ -114,14 +144,19 @@ def check_data(ckpt: dict, path: Path, data: dict | None) -> None:
                     "another directory)")
 
 
-def _resume_state(model, path: Path, device, n_phases: int, data: dict | None) -> tuple[dict, dict]:
-    """Training state and history from an existing checkpoint of the same model and dataset, or fresh ones."""
+def _resume_state(model, path: Path, device, n_phases: int, data: dict | None,
+                  precision: str) -> tuple[dict, dict]:
+    """Training state and history from an existing checkpoint of the same model, dataset and precision, or fresh ones."""
     if not path.is_file():
         return _fresh_state(0), {}
     ckpt = load_checkpoint(path, device)
     check_data(ckpt, path, data)
+    made = ckpt.get("precision", "fp32")  # checkpoints before train.precision: fp32
+    if made != precision:
+        raise DataError(f"{path} was trained in {made}, this run asks {precision} (train.precision); "
+                        f"resume with --set train.precision={made}, or train into another directory")
     mine = model.to_checkpoint()
-    same = {k: v for k, v in ckpt.items() if k not in ("state_dict", "training", "history", "data")}
+    same = {k: v for k, v in ckpt.items() if k not in ("state_dict", "training", "history", "data", "precision")}
     if same != {k: v for k, v in mine.items() if k != "state_dict"}:
         raise DataError(f"{path} was trained with another configuration or dataset; "
                         "delete it, or train into another directory (train --out, run --workdir)")
@@ -131,15 +166,20 @@ def _resume_state(model, path: Path, device, n_phases: int, data: dict | None) -
     return state, ckpt["history"]
 
 
-def run_phases(model: torch.nn.Module, phases: list[Phase], path: Path, seed: int, *, min_lr_ratio: float,
-               patience: int, device, callback=None, progress: bool = True, data: dict | None = None) -> dict:
-    """Run (or resume) ``phases`` in order, checkpointing to ``path`` after every epoch.
+def run_phases(model: torch.nn.Module, phases: list[Phase], path: Path, tcfg, *, device, callback=None,
+               progress: bool = True, data: dict | None = None) -> dict:
+    """Run (or resume) ``phases`` in order under the ``train`` settings ``tcfg``, checkpointing to ``path``
+    after every epoch.
 
     ``callback(phase_name, epoch)`` is called after each checkpoint (it may raise to stop).
-    ``data`` (the dataset's digest) is recorded in the checkpoint; a resume on another dataset is refused.
+    ``data`` (the dataset's digest) and the precision are recorded in the checkpoint; a resume on another
+    dataset or at another precision is refused.
     Returns the history ``{phase: [{"epoch", "train", "val", "lr"}, ...]}``.
     """
-    state, history = _resume_state(model, path, device, len(phases), data)
+    seed, patience = tcfg.seed, tcfg.patience
+    precision = resolve_precision(tcfg.precision, device)
+    state, history = _resume_state(model, path, device, len(phases), data, precision)
+    record = {"data": data, "precision": precision}
     while not state["done"]:
         phase_index = state["phase"]
         phase = phases[phase_index]
@@ -148,7 +188,7 @@ def run_phases(model: torch.nn.Module, phases: list[Phase], path: Path, seed: in
         for p in phase.params:
             p.requires_grad_(True)
         optimizer = torch.optim.Adam(phase.params, lr=phase.lr)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, phase.schedule(min_lr_ratio))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, phase.schedule(tcfg.min_lr_ratio))
         if state["optimizer"] is not None:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -162,7 +202,8 @@ def run_phases(model: torch.nn.Module, phases: list[Phase], path: Path, seed: in
             model.train()
             train_losses = []
             for batch in phase.batches(keys):
-                loss = phase.loss(batch)
+                with arithmetic(precision, device):
+                    loss = phase.loss(batch)
                 if not torch.isfinite(loss):
                     raise SolverError(f"{model.kind} {phase.name} epoch {epoch}: the training loss became "
                                       f"{loss.item()} at learning rate {optimizer.param_groups[0]['lr']:.3g}; "
@@ -172,7 +213,8 @@ def run_phases(model: torch.nn.Module, phases: list[Phase], path: Path, seed: in
                 optimizer.step()
                 scheduler.step()
                 train_losses.append(loss.item())
-            val = evaluate(model, phase.val_batches(), phase.loss)
+            with arithmetic(precision, device):
+                val = evaluate(model, phase.val_batches(), phase.loss)
             log.append({"epoch": epoch, "train": float(np.mean(train_losses)), "val": val,
                         "lr": optimizer.param_groups[0]["lr"]})
             if val < state["best_val"]:
@@ -181,7 +223,7 @@ def run_phases(model: torch.nn.Module, phases: list[Phase], path: Path, seed: in
             else:
                 state["bad_epochs"] += 1
             state.update(epoch=epoch + 1, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
-            _save_atomic({**model.to_checkpoint(), "training": state, "history": history, "data": data}, path)
+            _save_atomic({**model.to_checkpoint(), "training": state, "history": history, **record}, path)
             bar.update(1)
             bar.set_postfix(train=f"{log[-1]['train']:.3g}", val=f"{val:.3g}")
             if callback is not None:
@@ -191,7 +233,7 @@ def run_phases(model: torch.nn.Module, phases: list[Phase], path: Path, seed: in
             model.load_state_dict(state["best_state"])
         state = _fresh_state(phase_index + 1)
         state["done"] = phase_index + 1 == len(phases)
-        _save_atomic({**model.to_checkpoint(), "training": state, "history": history, "data": data}, path)
+        _save_atomic({**model.to_checkpoint(), "training": state, "history": history, **record}, path)
     for p in model.parameters():
         p.requires_grad_(False)
     return history

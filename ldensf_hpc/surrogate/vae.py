@@ -237,9 +237,8 @@ def train_vae(cfg, data_dir, out_dir, *, callback=None, progress: bool = True) -
 
     phases = [Phase("vae", list(model.parameters()), vcfg.epochs, vcfg.lr, batches, val_batches, loss,
                     steps_per_epoch=len(chunks(len(frames["train"]), np.arange(len(frames["train"])))))]
-    history = run_phases(model, phases, out / "vae.pt", tcfg.seed, min_lr_ratio=tcfg.min_lr_ratio,
-                         patience=tcfg.patience, device=device, callback=callback, progress=progress,
-                         data=store.digest)
+    history = run_phases(model, phases, out / "vae.pt", tcfg, device=device, callback=callback,
+                         progress=progress, data=store.digest)
     model.eval()
     summary = {"model": "vae", "case": cfg.case, "config": dataclasses.asdict(vcfg), "observe": spec,
                "history": history, "frames": {name: len(x) for name, x in frames.items()}}
