@@ -224,7 +224,8 @@ def test_resume_after_interrupt_matches_uninterrupted_run(tmp_path):
 
 def test_bf16_training_is_recorded_and_a_resume_at_another_precision_refused(tmp_path):
     """train.precision bf16 autocasts the forward passes (a Linear inside gives bfloat16, fp32 outside);
-    it learns (val loss down by a quarter) to within 5 % of fp32's test error, the checkpoint says bf16 and fp32 cannot resume it;
+    it learns (val loss down by a quarter) to within 5 % of fp32's test error, the checkpoint says bf16 and
+    fp32 cannot resume it;
     tf32 is refused on the CPU, an unknown name anywhere, each in one line before any data is read."""
     from ldensf_hpc.errors import BackendError
     from ldensf_hpc.surrogate.training import arithmetic

@@ -328,7 +328,7 @@ class LEVDA(Method):
                                  "cost_analysis": res.cost_analysis.tolist()}, fields={"background": background})
 
     def weights(self) -> list[float]:
-        """Observation-term weights of the successive minimisations: ``10^-(n - 1) ... 0.1, 1`` for ``tempering = n``."""
+        """Observation-term weights of the successive minimisations: ``10^-(n - 1) ... 0.1, 1`` (``tempering`` n)."""
         return [10.0 ** -(self.tempering - 1 - j) for j in range(self.tempering)]
 
     def analyse_window(self, ldnet, background: torch.Tensor, observations, t0: float,

@@ -146,7 +146,7 @@ def check_data(ckpt: dict, path: Path, data: dict | None) -> None:
 
 def _resume_state(model, path: Path, device, n_phases: int, data: dict | None,
                   precision: str) -> tuple[dict, dict]:
-    """Training state and history from an existing checkpoint of the same model, dataset and precision, or fresh ones."""
+    """Training state and history from a checkpoint of the same model, dataset and precision, or fresh ones."""
     if not path.is_file():
         return _fresh_state(0), {}
     ckpt = load_checkpoint(path, device)
