@@ -93,10 +93,6 @@ class Case(ABC):
 
     def preset(self, preset: str) -> dict:
         """The case's own settings at ``preset`` (``presets/<case>/<preset>.yaml``); ConfigError if it has none."""
-        folder = resources.files("ldensf_hpc.presets").joinpath(self.name)
-        if not folder.joinpath(f"{preset}.yaml").is_file():
-            have = [p for p in PRESETS if folder.joinpath(f"{p}.yaml").is_file()]
-            raise ConfigError(f"case {self.name} has no preset {preset!r}; choose one of {', '.join(have)}")
         return _read_preset(preset, self.name)
 
     def forecast_steps(self, cfg: Config) -> int:
@@ -149,6 +145,9 @@ def _read_preset(preset: str, case: str | None = None) -> dict:
     folder = resources.files("ldensf_hpc.presets")
     if case is not None:
         folder = folder.joinpath(case)
+        if not folder.joinpath(f"{preset}.yaml").is_file():
+            have = [p for p in PRESETS if folder.joinpath(f"{p}.yaml").is_file()]
+            raise ConfigError(f"case {case} has no preset {preset!r}; choose one of {', '.join(have)}")
     text = folder.joinpath(f"{preset}.yaml").read_text()
     return yaml.safe_load(text) or {}
 

@@ -20,7 +20,7 @@ import torch
 from ..data.store import MANIFEST, canonical_json, read_manifest, sha256_file, sha256_text, write_json
 from ..errors import DataError
 from ..registry import Registry
-from .training import configure_threads, load_checkpoint
+from .training import configure_threads, load_checkpoint, resolve_precision, select_device
 
 SURROGATES = Registry("surrogate", {
     "ldnet": "ldensf_hpc.surrogate.ldnet:LDNet",
@@ -89,7 +89,8 @@ def train(cfg, data_dir, out_dir, names, progress: bool = True) -> dict:
 
     A finished surrogate whose summary records the same checkpoint, dataset manifest and split
     is reused as it is (its errors are not measured again); every summary is written with that record,
-    ``train_wall_s`` (the wall time of the call that trained it) and the checkpoint's ``precision``.
+    ``train_wall_s`` (the wall time of the call that trained it) and the ``precision`` it trained in (a
+    checkpoint is resumed only at its own).
     """
     configure_threads(cfg.train.threads)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -103,7 +104,7 @@ def train(cfg, data_dir, out_dir, names, progress: bool = True) -> dict:
             start = time.perf_counter()
             summary = SURROGATES[name].fit(cfg, data_dir, out_dir, progress=progress)
             summary["train_wall_s"] = time.perf_counter() - start  # of the call that finished it (a resume: its part)
-            summary["precision"] = load_checkpoint(out_dir / f"{name}.pt").get("precision", "fp32")
+            summary["precision"] = resolve_precision(cfg.train.precision, select_device(cfg.train.device))
             summary["derived_from"] = _derived_from(cfg, data_dir, out_dir, name)
             write_json(out_dir / f"{name}.json", summary)
         summaries[name] = summary
