@@ -19,6 +19,7 @@ import numpy as np
 from common import RESULTS, describe, machine, markdown_table, write_json
 
 import ldensf_hpc as ld
+from ldensf_hpc.errors import ConfigError
 
 SETTINGS = "0.03:3:20,0.03:1:50,0.05:3:20,0.02:3:20,0.03:4:20"
 """``model_error:tempering:max_iter`` triples."""
@@ -32,11 +33,21 @@ def main(argv=None) -> dict:
     parser.add_argument("--settings", default=SETTINGS, help="model_error:tempering:max_iter,... (default: "
                         "%(default)s)")
     parser.add_argument("--noise", default="0,0.05,0.1,0.2")
+    parser.add_argument("--out", default=None, help="JSON path (default: results/levda_sweep_CASE_PRESET.json)")
     args = parser.parse_args(argv)
     source = Path(args.source)
     if not (source / "data").is_dir() or not (source / "models").is_dir():
         parser.error(f"--from {source}: no data/ and models/ there; run `ldensf run --workdir {source}` first")
-    levels = [float(v) for v in args.noise.split(",")]
+    try:
+        levels = [float(v) for v in args.noise.split(",")]
+        settings = [(float(e), int(t), int(i)) for e, t, i in (s.split(":") for s in args.settings.split(","))]
+    except ValueError:
+        parser.error(f"--noise {args.noise} --settings {args.settings}: give levels as 0,0.1 and settings as "
+                     "model_error:tempering:max_iter triples, e.g. 0.02:3:20,0.03:1:50")
+    try:
+        ld.Case.load(args.case, args.preset)
+    except ConfigError as exc:
+        parser.error(str(exc))
     work = source.parent / f"{source.name}-levda-sweep"
     work.mkdir(exist_ok=True)
     if not (work / "models").exists():
@@ -44,25 +55,24 @@ def main(argv=None) -> dict:
     info = machine()
     print(f"Machine: {describe(info)}", flush=True)
     rows, results = [], []
-    for setting in args.settings.split(","):
-        model_error, tempering, max_iter = setting.split(":")
+    for model_error, tempering, max_iter in settings:
         overrides = [f"levda.model_error={model_error}", f"levda.tempering={tempering}",
                      f"levda.max_iter={max_iter}"]
         case = ld.Case.load(args.case, args.preset, overrides=overrides)
         report = case.run(work, methods=["levda"], levels=levels, data=source / "data",
                           command=f"ldensf run --case {args.case} --methods levda --set " + " --set ".join(overrides))
         errors = {level: float(np.mean(r["levda"]["full_rel_rmse"])) for level, r in report["levels"].items()}
-        results.append({"model_error": float(model_error), "tempering": int(tempering), "max_iter": int(max_iter),
+        results.append({"model_error": model_error, "tempering": tempering, "max_iter": max_iter,
                         "time_mean_full_rel_rmse": errors,
                         "wall_s": {level: r["levda"]["wall_s"] for level, r in report["levels"].items()}})
         rows.append([model_error, tempering, max_iter, *(f"{v:.3f}" for v in errors.values())])
-        print(f"  {setting}: " + " / ".join(f"{v:.3f}" for v in errors.values()), flush=True)
+        print(f"  {model_error}:{tempering}:{max_iter}: " + " / ".join(f"{v:.3f}" for v in errors.values()), flush=True)
     table = markdown_table(["model_error", "tempering", "max_iter", *(f"{lv * 100:g} %" for lv in levels)], rows)
     print(f"LEVDA time-mean full-state rel-RMSE, {args.case} {args.preset}, models of {source}\n{table}")
     record = {"command": " ".join(["python", "benchmarks/levda_sweep.py", *(argv or sys.argv[1:])]),
               "machine": info, "case": args.case, "preset": args.preset, "levels": levels,
               "surrogates": report["surrogates"], "results": results, "table": table}
-    write_json(RESULTS / f"levda_sweep_{args.case}_{args.preset}.json", record)
+    write_json(args.out or RESULTS / f"levda_sweep_{args.case}_{args.preset}.json", record)
     return record
 
 

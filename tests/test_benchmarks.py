@@ -192,6 +192,25 @@ def test_moving_sensors_quick(tmp_path):
     assert all(positive(r["full_rel_rmse_last"]) for r in rows.values())
 
 
+def test_levda_sweep_reruns_levda_on_the_runs_models(tmp_path):
+    """At a run's own LEVDA settings the sweep (over the run's dataset and checkpoints, not retrained)
+    reproduces the run's errors; a larger model-error weight changes them."""
+    import ldensf_hpc as ld
+
+    work = tmp_path / "swe-tiny"
+    report = ld.Case.load("swe", "tiny").run(work, methods=["levda"], levels=[0.0, 0.1])
+    out = tmp_path / "sweep.json"
+    done = subprocess.run([sys.executable, str(BENCH / "levda_sweep.py"), "--from", str(work), "--preset", "tiny",
+                           "--noise", "0,0.1", "--settings", "0:1:50,0.3:1:50", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    own, other = (list(r["time_mean_full_rel_rmse"].values()) for r in json.loads(out.read_text())["results"])
+    expected = [sum(r["levda"]["full_rel_rmse"]) / len(r["levda"]["full_rel_rmse"]) for r in report["levels"].values()]
+    assert own == pytest.approx(expected, rel=1e-6)
+    assert other != pytest.approx(expected, rel=1e-3)
+    assert not (work / "previous").exists()
+
+
 def test_gpu_suite_rehearses_without_a_gpu(tmp_path):
     """benchmarks/gpu_suite.sh runs every part on a machine without a GPU, each saying what it
     skipped, and ends with the summary table and gpu_suite.json (at most 8 files: the device limit)."""
