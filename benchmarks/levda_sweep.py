@@ -15,8 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 from common import RESULTS, describe, machine, markdown_table, write_json
+from method_table import time_mean
 
 import ldensf_hpc as ld
 from ldensf_hpc.errors import ConfigError
@@ -44,8 +44,9 @@ def main(argv=None) -> dict:
     except ValueError:
         parser.error(f"--noise {args.noise} --settings {args.settings}: give levels as 0,0.1 and settings as "
                      "model_error:tempering:max_iter triples, e.g. 0.02:3:20,0.03:1:50")
-    try:
-        ld.Case.load(args.case, args.preset)
+    overrides = [[f"levda.model_error={e}", f"levda.tempering={t}", f"levda.max_iter={i}"] for e, t, i in settings]
+    try:  # every setting's config before any work
+        cases = [ld.Case.load(args.case, args.preset, overrides=o) for o in overrides]
     except ConfigError as exc:
         parser.error(str(exc))
     work = source.parent / f"{source.name}-levda-sweep"
@@ -55,13 +56,10 @@ def main(argv=None) -> dict:
     info = machine()
     print(f"Machine: {describe(info)}", flush=True)
     rows, results = [], []
-    for model_error, tempering, max_iter in settings:
-        overrides = [f"levda.model_error={model_error}", f"levda.tempering={tempering}",
-                     f"levda.max_iter={max_iter}"]
-        case = ld.Case.load(args.case, args.preset, overrides=overrides)
+    for (model_error, tempering, max_iter), case, sets in zip(settings, cases, overrides):
         report = case.run(work, methods=["levda"], levels=levels, data=source / "data",
-                          command=f"ldensf run --case {args.case} --methods levda --set " + " --set ".join(overrides))
-        errors = {level: float(np.mean(r["levda"]["full_rel_rmse"])) for level, r in report["levels"].items()}
+                          command=f"ldensf run --case {args.case} --methods levda --set " + " --set ".join(sets))
+        errors = {level: time_mean(r["levda"]) for level, r in report["levels"].items()}
         results.append({"model_error": model_error, "tempering": tempering, "max_iter": max_iter,
                         "time_mean_full_rel_rmse": errors,
                         "wall_s": {level: r["levda"]["wall_s"] for level, r in report["levels"].items()}})
