@@ -53,6 +53,10 @@ CHAINS = {
         ("batches of 4 trajectories, 100 + 20 epochs", ["ldnet.batch_size=4", "ldnet.epochs=100"]),
         ("batches of 2 trajectories, 60 + 10 epochs", ["ldnet.batch_size=2", "ldnet.epochs=60",
                                                         "ldnet.retrain_epochs=10"]),
+        ("bf16 autocast (latent steps in fp32), batches of 4, 200 + 40 epochs (the preset before the next row)",
+         ["train.precision=bf16", "ldnet.batch_size=4", "ldnet.epochs=200", "ldnet.retrain_epochs=40"]),
+        ("300 trajectories (180 train), 130 + 25 epochs", ["data.n_trajectories=300", "ldnet.epochs=130",
+                                                           "ldnet.retrain_epochs=25"]),
     ],
     "kolmogorov": [
         ("2 trajectories x 300 points per step, lr 3e-3, 140 epochs (the old preset)",

@@ -148,6 +148,19 @@ def test_rollout_is_explicit_euler_from_zero():
     torch.testing.assert_close(s_t[:, 1], model.step(model.step(torch.zeros(4, 3), u_t[:, 0]), u_t[:, 1]))
 
 
+def test_rollout_keeps_fp32_under_bf16_autocast():
+    """The latent Euler steps are not autocast: under bf16 the rollout is the fp32 one, bit for bit,
+    while R's matmuls are bf16 (its output differs from fp32)."""
+    model = _model(dt_hat=0.1)
+    u, xi = torch.rand(4, 2), torch.rand(5, 2) * 2 - 1
+    s = model.rollout(u, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        s_bf16 = model.rollout(u, 6)
+        fields = model.reconstruct(s_bf16, xi)
+    assert s_bf16.dtype == torch.float32 and fields.dtype == torch.bfloat16
+    torch.testing.assert_close(s_bf16, s, rtol=0, atol=0)
+
+
 def _sphere_points(n_lat=12, n_lon=24):
     lon, lat = np.meshgrid(np.arange(n_lon) * 360 / n_lon, np.linspace(-80, 80, n_lat))
     return np.stack([lon.ravel(), lat.ravel()], axis=1)

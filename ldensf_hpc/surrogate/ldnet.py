@@ -172,12 +172,15 @@ class LDNet(nn.Module):
         """Latent trajectory ``s_0 ... s_{n_frames-1}`` ``(B, T, latent)`` from ``s_{-1} = 0``.
 
         ``u`` is ``(B, p)`` (constant) or ``(B, T, p)`` (``u_{t-1}`` drives the step to ``s_t``), scaled.
+        The steps run in the dtype of ``u`` even under bf16 autocast: F's matmuls are too small to gain
+        from it (each step costs more in casts than it saves) and the Euler sum would round.
         """
         s = self.initial_latent(u.shape[:1], device=u.device).to(u.dtype)
         out = []
-        for t in range(n_frames):
-            s = self.step(s, u if u.ndim == 2 else u[:, t])
-            out.append(s)
+        with torch.autocast(u.device.type, enabled=False):
+            for t in range(n_frames):
+                s = self.step(s, u if u.ndim == 2 else u[:, t])
+                out.append(s)
         return torch.stack(out, dim=1)
 
     def reconstruct(self, s: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
