@@ -75,6 +75,8 @@ CHAINS = {
         ("R width 192, 500 epochs", ["ldnet.rec_width=192", "ldnet.epochs=500"]),
         ("R width 128, batches of 4 trajectories, 600 epochs (the preset)",
          ["ldnet.rec_width=128", "ldnet.batch_size=4", "ldnet.epochs=600"]),
+        ("bf16 autocast, 1200 + 80 epochs (from the preset)",
+         ["train.precision=bf16", "ldnet.epochs=1200", "ldnet.retrain_epochs=80"]),
     ],
     "atmosphere": [
         ("latent steps 8 h apart, fields standardised by their mean (the old preset)",
