@@ -150,7 +150,7 @@ def test_rollout_is_explicit_euler_from_zero():
 
 def test_rollout_keeps_fp32_under_bf16_autocast():
     """The latent Euler steps are not autocast: under bf16 the rollout is the fp32 one, bit for bit,
-    while R's matmuls are bf16 (its output differs from fp32)."""
+    while R's output is bf16."""
     model = _model(dt_hat=0.1)
     u, xi = torch.rand(4, 2), torch.rand(5, 2) * 2 - 1
     s = model.rollout(u, 6)
