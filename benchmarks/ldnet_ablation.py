@@ -57,6 +57,8 @@ CHAINS = {
          ["train.precision=bf16", "ldnet.batch_size=4", "ldnet.epochs=200", "ldnet.retrain_epochs=40"]),
         ("300 trajectories (180 train), 130 + 25 epochs", ["data.n_trajectories=300", "ldnet.epochs=130",
                                                            "ldnet.retrain_epochs=25"]),
+        ("the latent Euler rollout and its adjoint fused in one Numba call each (code, no setting)", []),
+        ("R's residual stream in bf16 under autocast, not fp32 (code, no setting)", []),
     ],
     "kolmogorov": [
         ("2 trajectories x 300 points per step, lr 3e-3, 140 epochs (the old preset)",

@@ -15,8 +15,9 @@ from ldensf_hpc.config import LDNetConfig
 from ldensf_hpc.data.dataset import Normalization
 from ldensf_hpc.errors import ConfigError, DataError
 from ldensf_hpc.surrogate import load, load_checkpoint
+from ldensf_hpc.surrogate.euler_rollout import FUSED_ROLLOUTS
 from ldensf_hpc.geometry import get as geometry
-from ldensf_hpc.surrogate.ldnet import Climatology, LDNet, train_ldnet
+from ldensf_hpc.surrogate.ldnet import ACTIVATIONS, Climatology, LDNet, train_ldnet
 
 TINY_LDNET = ["ldnet.latent=4", "ldnet.dyn_depth=2", "ldnet.dyn_width=32", "ldnet.rec_depth=3",
               "ldnet.rec_width=64", "ldnet.fourier_features=0", "ldnet.activation=gelu",
@@ -117,7 +118,8 @@ def test_grid_layout_matches_pointwise_evaluation(trained):
 
 def _model(seed=0, n_params=2, **kw):
     torch.manual_seed(seed)
-    cfg = LDNetConfig(latent=3, dyn_depth=2, dyn_width=8, rec_depth=3, rec_width=16, fourier_features=4, **kw)
+    cfg = LDNetConfig(**{"latent": 3, "dyn_depth": 2, "dyn_width": 8, "rec_depth": 3, "rec_width": 16,
+                         "fourier_features": 4, **kw})
     norm = Normalization((0.0, 1.0), (1.0, 2.0), (0.0, -1.0), (1.0, 1.0), (0.0, 0.0), (1.0, 1.0))
     return LDNet(cfg, n_params, 2, norm, ("a", "b"), ("p", "q"))
 
@@ -134,18 +136,20 @@ def test_chunked_fields_equal_one_evaluation(chunk):
 
 
 def test_rollout_is_explicit_euler_from_zero():
-    model = _model(dt_hat=0.1)
-    u = torch.rand(4, 2)
+    """To float64 round-off (the fused CPU rollout sums in another order than torch's matmuls)."""
+    model = _model(dt_hat=0.1).double()
+    u = torch.rand(4, 2, dtype=torch.float64)
     s = model.rollout(u, 3)
     assert s.shape == (4, 3, 3)
-    ref = torch.zeros(4, 3)
+    ref = torch.zeros(4, 3, dtype=torch.float64)
     for t in range(3):
         ref = ref + 0.1 * model.dynamics(ref, u)  # eq. 14 with s_{-1} = 0
-        torch.testing.assert_close(s[:, t], ref, rtol=0, atol=0)
-    torch.testing.assert_close(model.step(s[:, 1], u), s[:, 2], rtol=0, atol=0)
-    u_t = torch.rand(4, 3, 2)  # a time-varying parameter drives each step with u_{t-1}
+        torch.testing.assert_close(s[:, t], ref, rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(model.step(s[:, 1], u), s[:, 2], rtol=1e-13, atol=1e-15)
+    u_t = torch.rand(4, 3, 2, dtype=torch.float64)  # a time-varying parameter drives each step with u_{t-1}
     s_t = model.rollout(u_t, 3)
-    torch.testing.assert_close(s_t[:, 1], model.step(model.step(torch.zeros(4, 3), u_t[:, 0]), u_t[:, 1]))
+    torch.testing.assert_close(s_t[:, 1], model.step(model.step(torch.zeros(4, 3, dtype=torch.float64), u_t[:, 0]),
+                                                     u_t[:, 1]), rtol=1e-13, atol=1e-15)
 
 
 def test_rollout_keeps_fp32_under_bf16_autocast():
@@ -159,6 +163,31 @@ def test_rollout_keeps_fp32_under_bf16_autocast():
         fields = model.reconstruct(s_bf16, xi)
     assert s_bf16.dtype == torch.float32 and fields.dtype == torch.bfloat16
     torch.testing.assert_close(s_bf16, s, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("depth", [1, 3])
+@pytest.mark.parametrize("per_step_u", [False, True])
+def test_fused_rollout_equals_autograd_rollout_with_gradients(activation, depth, per_step_u, monkeypatch):
+    """The fused Numba rollout and its hand-written adjoint give the states and the gradients (F's weights
+    and ``u``) of autograd through the Euler steps to float64 round-off, for every activation."""
+    model = _model(activation=activation, dyn_depth=depth, dt_hat=0.3).double()
+    u = torch.rand(3, 7, 2, dtype=torch.float64) if per_step_u else torch.rand(3, 2, dtype=torch.float64)
+    weights = torch.randn(3, 7, model.latent, dtype=torch.float64)
+
+    def states_and_gradients():
+        x = u.clone().requires_grad_(True)
+        model.zero_grad()
+        s = model.rollout(x, 7)
+        (s * weights).sum().backward()
+        return [s.detach(), x.grad, *(p.grad for p in model.dynamics_net.parameters())]
+
+    fused = states_and_gradients()
+    monkeypatch.delitem(FUSED_ROLLOUTS, "cpu")
+    reference = states_and_gradients()
+    assert reference[0].abs().max() > 0.01 and all(g.abs().max() > 0 for g in reference[1:])
+    for a, b in zip(fused, reference):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def _sphere_points(n_lat=12, n_lon=24):

@@ -34,6 +34,7 @@ from ..config import LDNetConfig
 from ..data.dataset import Normalization, TrajectoryStore, load_normalization, split_indices, standardized_frames
 from ..data.store import write_json
 from ..errors import ConfigError
+from .euler_rollout import FUSED_ROLLOUTS
 from .training import ORDER_STREAM, Phase, check_training, relative_error, run_phases, select_device
 
 EVAL_TRAIN = 20  # the train error is measured on the first 20 train trajectories (val and test: all)
@@ -173,8 +174,13 @@ class LDNet(nn.Module):
 
         ``u`` is ``(B, p)`` (constant) or ``(B, T, p)`` (``u_{t-1}`` drives the step to ``s_t``), scaled.
         The steps run in the dtype of ``u`` even under bf16 autocast: F's matmuls are too small to gain
-        from it (each step costs more in casts than it saves) and the Euler sum would round.
+        from it (each step costs more in casts than it saves) and the Euler sum would round. On a device
+        with a fused rollout (:data:`~ldensf_hpc.surrogate.euler_rollout.FUSED_ROLLOUTS`: the CPU) all
+        steps and their adjoint run in one call each; elsewhere through autograd, step by step.
         """
+        fused = FUSED_ROLLOUTS.get(u.device.type)
+        if fused is not None:
+            return fused(self.dynamics_net, self.cfg.activation, self.cfg.dt_hat, u, n_frames)
         s = self.initial_latent(u.shape[:1], device=u.device).to(u.dtype)
         out = []
         with torch.autocast(u.device.type, enabled=False):
@@ -193,6 +199,8 @@ class LDNet(nn.Module):
         w = net.inp.weight  # the first layer acts on [s, gamma(xi)]: its two parts are applied apart, so
         # the latent part runs once per state and the point part once per point, then broadcast
         h = (s @ w[:, :L].T + net.inp.bias).unsqueeze(-2) + self.embedding(xi) @ w[:, L:].T
+        if torch.is_autocast_enabled(h.device.type):  # the fp32 bias made h fp32: the residual stream in the
+            h = h.to(torch.get_autocast_dtype(h.device.type))  # autocast dtype saves a cast around every layer
         if self.climatology is None:
             return net.body(net.act(h))
         return self.climatology(xi) + self.climatology.scale * net.body(net.act(h))
