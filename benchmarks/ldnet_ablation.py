@@ -59,6 +59,7 @@ CHAINS = {
                                                            "ldnet.retrain_epochs=25"]),
         ("the latent Euler rollout and its adjoint fused in one Numba call each (code, no setting)", []),
         ("R's residual stream in bf16 under autocast, not fp32 (code, no setting)", []),
+        ("gradients clipped to 2-norm 1", ["ldnet.clip_norm=1"]),
     ],
     "kolmogorov": [
         ("2 trajectories x 300 points per step, lr 3e-3, 140 epochs (the old preset)",

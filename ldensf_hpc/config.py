@@ -152,6 +152,8 @@ class LDNetConfig:
     retrain_lr: float = bounded(1.0e-4, gt=0)  # stage two starts from trained R: a smaller step keeps it there
     warmup: float = bounded(0.0, ge=0, lt=1)  # fraction of stage one's optimiser steps with a linear lr warm-up
     climatology: int = bounded(0, ge=0)  # degree of the polynomial train-mean field R adds to (0: a constant)
+    clip_norm: float = bounded(0.0, ge=0)  # largest gradient 2-norm of an optimiser step, larger ones scaled down
+    # to it (0: no clipping)
 
 
 @dataclass

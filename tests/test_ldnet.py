@@ -296,6 +296,23 @@ def test_bf16_training_is_recorded_and_a_resume_at_another_precision_refused(tmp
         train_ldnet(tiny_config("train.precision=fp8"), "/nonexistent", "/nonexistent", progress=False)
 
 
+def test_gradient_clipping_is_recorded_and_a_bound_never_reached_changes_nothing(tmp_path):
+    """ldnet.clip_norm: a bound above every gradient norm trains bit for bit as no clipping and clips no
+    step; a bound below every norm clips every step (history "clipped": 1) and so trains other weights."""
+    write_gaussian_dataset(tmp_path / "data", n_trajectories=5, n_frames=3, n=8, n_params=2)
+    runs = {}
+    for clip in (0, 1e6, 1e-6):
+        cfg = tiny_config("ldnet.epochs=4", "ldnet.retrain_epochs=2", "data.points_per_frame=20",
+                          f"ldnet.clip_norm={clip}")
+        summary = train_ldnet(cfg, tmp_path / "data", tmp_path / str(clip), progress=False)
+        runs[clip] = summary, load(tmp_path / str(clip) / "ldnet.pt").state_dict()
+    assert all("clipped" not in e for e in runs[0][0]["history"]["joint"])
+    for clip, fraction in ((1e6, 0.0), (1e-6, 1.0)):
+        assert [e["clipped"] for phase in ("joint", "retrain") for e in runs[clip][0]["history"][phase]] == [fraction] * 6
+    assert all(torch.equal(v, runs[1e6][1][k]) for k, v in runs[0][1].items())
+    assert not all(torch.equal(v, runs[1e-6][1][k]) for k, v in runs[0][1].items())
+
+
 def test_bad_settings_are_named():
     with pytest.raises(ConfigError, match="activation"):
         _model(activation="swish")

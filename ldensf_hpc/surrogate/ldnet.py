@@ -336,9 +336,9 @@ def train_ldnet(cfg, data_dir, out_dir, *, callback=None, progress: bool = True)
         return (((pred - target[:, times, points]) / model.misfit_scale()) ** 2).mean()
 
     phases = [Phase("joint", list(model.parameters()), lcfg.epochs, lcfg.lr, batches, val_batches, loss,
-                    steps_per_epoch=steps, warmup=lcfg.warmup),
+                    steps_per_epoch=steps, warmup=lcfg.warmup, clip_norm=lcfg.clip_norm),
               Phase("retrain", list(model.reconstruction_net.parameters()), lcfg.retrain_epochs, lcfg.retrain_lr,
-                    batches, val_batches, loss, steps_per_epoch=steps)]
+                    batches, val_batches, loss, steps_per_epoch=steps, clip_norm=lcfg.clip_norm)]
     history = run_phases(model, phases, out / "ldnet.pt", tcfg, device=device, callback=callback,
                          progress=progress, data=store.digest)
     model.eval()

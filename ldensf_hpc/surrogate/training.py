@@ -105,6 +105,7 @@ class Phase:
     loss: Callable[[tuple], torch.Tensor]  # batch -> mean loss
     steps_per_epoch: int  # batches per epoch: the learning-rate schedule advances once per batch
     warmup: float = 0.0  # fraction of the phase's steps with a linear learning-rate warm-up
+    clip_norm: float = 0.0  # gradients of a larger 2-norm are scaled down to it (0: never)
 
     def schedule(self, min_lr_ratio: float) -> Callable[[int], float]:
         """Learning-rate factor of optimiser step ``k``: linear warm-up, then a cosine to ``min_lr_ratio``."""
@@ -174,7 +175,8 @@ def run_phases(model: torch.nn.Module, phases: list[Phase], path: Path, tcfg, *,
     ``callback(phase_name, epoch)`` is called after each checkpoint (it may raise to stop).
     ``data`` (the dataset's digest) and the precision are recorded in the checkpoint; a resume on another
     dataset or at another precision is refused.
-    Returns the history ``{phase: [{"epoch", "train", "val", "lr"}, ...]}``.
+    Returns the history ``{phase: [{"epoch", "train", "val", "lr"}, ...]}`` (with ``"clipped"``, the fraction of
+    steps whose gradient was clipped, in a phase that clips).
     """
     seed, patience = tcfg.seed, tcfg.patience
     precision = resolve_precision(tcfg.precision, device)
@@ -200,7 +202,7 @@ def run_phases(model: torch.nn.Module, phases: list[Phase], path: Path, tcfg, *,
             keys = (phase_index, epoch)
             torch.manual_seed(int(rng_for(seed, _TORCH_SEED_STREAM, *keys).integers(2**62)))
             model.train()
-            train_losses = []
+            train_losses, clipped = [], 0
             for batch in phase.batches(keys):
                 with arithmetic(precision, device):
                     loss = phase.loss(batch)
@@ -210,13 +212,16 @@ def run_phases(model: torch.nn.Module, phases: list[Phase], path: Path, tcfg, *,
                                       f"lower the learning rate (the last checkpoint is kept)")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if phase.clip_norm:
+                    clipped += int(torch.nn.utils.clip_grad_norm_(phase.params, phase.clip_norm) > phase.clip_norm)
                 optimizer.step()
                 scheduler.step()
                 train_losses.append(loss.item())
             with arithmetic(precision, device):
                 val = evaluate(model, phase.val_batches(), phase.loss)
             log.append({"epoch": epoch, "train": float(np.mean(train_losses)), "val": val,
-                        "lr": optimizer.param_groups[0]["lr"]})
+                        "lr": optimizer.param_groups[0]["lr"],
+                        **({"clipped": clipped / len(train_losses)} if phase.clip_norm else {})})
             if val < state["best_val"]:
                 state.update(best_val=val, bad_epochs=0,
                              best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
