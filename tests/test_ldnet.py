@@ -308,7 +308,8 @@ def test_gradient_clipping_is_recorded_and_a_bound_never_reached_changes_nothing
         runs[clip] = summary, load(tmp_path / str(clip) / "ldnet.pt").state_dict()
     assert all("clipped" not in e for e in runs[0][0]["history"]["joint"])
     for clip, fraction in ((1e6, 0.0), (1e-6, 1.0)):
-        assert [e["clipped"] for phase in ("joint", "retrain") for e in runs[clip][0]["history"][phase]] == [fraction] * 6
+        history = runs[clip][0]["history"]
+        assert [e["clipped"] for phase in ("joint", "retrain") for e in history[phase]] == [fraction] * 6
     assert all(torch.equal(v, runs[1e6][1][k]) for k, v in runs[0][1].items())
     assert not all(torch.equal(v, runs[1e-6][1][k]) for k, v in runs[0][1].items())
 

@@ -173,10 +173,9 @@ def numba_rollout(net, activation: str, dt_hat: float, u: torch.Tensor, n_frames
     assert not net.residual, "the fused rollout implements a plain MLP"
     if u.ndim == 2:
         u = u[:, None].expand(-1, n_frames, -1)
-    width = net.inp.out_features
-    hidden = net.hidden
-    w_hid = torch.stack([layer.weight for layer in hidden]) if len(hidden) else net.inp.weight.new_zeros(0, width, width)
-    b_hid = torch.stack([layer.bias for layer in hidden]) if len(hidden) else net.inp.bias.new_zeros(0, width)
+    width, hidden = net.inp.out_features, net.hidden
+    w_hid = torch.stack([h.weight for h in hidden]) if len(hidden) else net.inp.weight.new_zeros(0, width, width)
+    b_hid = torch.stack([h.bias for h in hidden]) if len(hidden) else net.inp.bias.new_zeros(0, width)
     return _Rollout.apply(u[:, :n_frames], net.inp.weight, net.inp.bias, w_hid, b_hid, net.out.weight, net.out.bias,
                           float(dt_hat), ACTIVATION_CODES[activation])
 
