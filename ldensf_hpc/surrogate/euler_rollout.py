@@ -147,7 +147,10 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
 
 
 class _Rollout(torch.autograd.Function):
-    """Differentiable in ``u (B, T, p)`` and F's weights (hidden layers stacked: ``w_hid (D-1, H, H)``)."""
+    """Differentiable in ``u (B, T, p)`` and F's weights (hidden layers stacked: ``w_hid (D-1, H, H)``).
+
+    The inputs and the states are kept with ``save_for_backward``, so that an in-place change of either
+    between the forward and the backward pass is refused by autograd rather than differentiated wrongly."""
 
     @staticmethod
     def forward(ctx, u, w_in, b_in, w_hid, b_hid, w_out, b_out, dt, code):
@@ -156,14 +159,17 @@ class _Rollout(torch.autograd.Function):
         s = np.empty((n_traj, n_frames, w_out.shape[0]), dtype=arrays[0].dtype)
         z = np.empty((n_traj, n_frames, w_hid.shape[0] + 1, w_in.shape[0]), dtype=arrays[0].dtype)
         _forward(*arrays, dt, code, s, z)
-        ctx.arrays, ctx.s, ctx.z, ctx.dt, ctx.code = arrays, s, z, dt, code
-        return torch.from_numpy(s)
+        states = torch.from_numpy(s)
+        ctx.save_for_backward(u, w_in, b_in, w_hid, b_hid, w_out, b_out, states)
+        ctx.z, ctx.dt, ctx.code = z, dt, code
+        return states
 
     @staticmethod
     def backward(ctx, g_s):
-        u, w_in, b_in, w_hid, b_hid, w_out, b_out = ctx.arrays
+        *inputs, states = ctx.saved_tensors
+        u, w_in, b_in, w_hid, b_hid, w_out, b_out = (_numpy(x) for x in inputs)
         grads = [np.zeros_like(x) for x in (u, w_in, b_in, w_hid, b_hid, w_out, b_out)]
-        _backward(u, ctx.s, ctx.z, _numpy(g_s), w_in, w_hid, w_out, ctx.dt, ctx.code, *grads)
+        _backward(u, _numpy(states), ctx.z, _numpy(g_s), w_in, w_hid, w_out, ctx.dt, ctx.code, *grads)
         return (*(torch.from_numpy(g) for g in grads), None, None)
 
 
