@@ -35,9 +35,8 @@ from ..data.dataset import Normalization, TrajectoryStore, load_normalization, s
 from ..data.store import write_json
 from ..errors import ConfigError
 from .euler_rollout import FUSED_ROLLOUTS
-from .training import ORDER_STREAM, Phase, check_training, relative_error, run_phases, select_device
+from .training import EVAL_TRAIN, ORDER_STREAM, Phase, check_training, relative_error, run_phases, select_device
 
-EVAL_TRAIN = 20  # the train error is measured on the first 20 train trajectories (val and test: all)
 _VAL_POINTS_STREAM = 12  # rng_for(data seed, stream): the fixed validation points
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}

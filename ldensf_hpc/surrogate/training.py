@@ -31,6 +31,7 @@ from ..observe import ObservationOperator, make_operator
 
 _TORCH_SEED_STREAM = 10  # rng_for(train seed, stream, phase, epoch)
 ORDER_STREAM = 11  # batch order: rng_for(train seed, ORDER_STREAM, phase, epoch)
+EVAL_TRAIN = 20  # a surrogate's train error is measured on the first 20 train trajectories (val and test: all)
 
 
 def _cuda() -> str:

@@ -38,7 +38,8 @@ from ..config import VAEConfig
 from ..data.dataset import Normalization, TrajectoryStore, load_normalization, split_indices, standardized_frames
 from ..data.store import write_json
 from ..errors import ConfigError, InputError
-from .training import ORDER_STREAM, Phase, check_training, observation_operator, run_phases, select_device
+from .training import (EVAL_TRAIN, ORDER_STREAM, Phase, check_training, observation_operator, run_phases,
+                       select_device)
 
 _NOISE_STREAM, _VAL_NOISE_STREAM = 12, 13  # rng_for(train seed, stream, ...); 10 seeds torch, 11 orders
 _EVAL_CHUNK = 256  # frames per forward pass when computing errors
@@ -191,7 +192,8 @@ def train_vae(cfg, data_dir, out_dir, *, callback=None, progress: bool = True) -
     units, drawn afresh every epoch; fixed for validation). Early stopping on the validation
     loss. Returns the summary also written to ``out_dir/vae.json``: history and
     ``{train,val,test}_rel_error`` (``D(mu_state)``) and ``..._rel_error_obs`` (``D(mu_obs)`` of
-    noiseless observations), relative 2-norm per frame in physical units, averaged.
+    noiseless observations), relative 2-norm per frame in physical units, averaged (train: over the
+    first ``EVAL_TRAIN`` train trajectories).
     """
     vcfg, tcfg = cfg.vae, cfg.train
     check_training(cfg)
@@ -242,8 +244,9 @@ def train_vae(cfg, data_dir, out_dir, *, callback=None, progress: bool = True) -
     model.eval()
     summary = {"model": "vae", "case": cfg.case, "config": dataclasses.asdict(vcfg), "observe": spec,
                "history": history, "frames": {name: len(x) for name, x in frames.items()}}
-    for name, x in frames.items():
-        errors = _rel_errors(model, x, obs[name], device)
+    evaluated = {**frames, "train": frames["train"][:EVAL_TRAIN * store.n_frames]}  # the first EVAL_TRAIN
+    for name, x in evaluated.items():  # train trajectories (train-split frames are in trajectory order)
+        errors = _rel_errors(model, x, obs[name][:len(x)], device)
         summary[f"{name}_rel_error"] = errors["state"]
         summary[f"{name}_rel_error_obs"] = errors["obs"]
     write_json(out / "vae.json", summary)
