@@ -20,6 +20,7 @@ from pathlib import Path
 from common import RESULTS, describe, machine, write_json
 
 from ldensf_hpc.api import Case
+from ldensf_hpc.surrogate.training import EVAL_TRAIN
 
 PAPER = {"swe": 0.012, "kolmogorov": 0.02}  # LDNet test rel. error at 150 x 150 (LD-EnSF paper Table 2)
 GOAL = {"swe": 0.02, "kolmogorov": 0.03}
@@ -55,9 +56,9 @@ def main(argv=None) -> dict:
               "epochs_run": {phase: len(h) for phase, h in summary["history"].items()},
               "final_losses": {phase: h[-1] for phase, h in summary["history"].items() if h},
               "config": summary["config"],
-              "note": "train wall: loading the dataset, both stages and the full-grid errors (train: the first 20 "
-                      "train trajectories, val and test: all); generate wall: seconds only when the dataset was "
-                      "already complete"}
+              "note": f"train wall: loading the dataset, both stages and the full-grid errors (train: the first "
+                      f"{EVAL_TRAIN} train trajectories, val and test: all); generate wall: seconds only when the "
+                      f"dataset was already complete"}
     out = args.out or RESULTS / f"ldnet_medium_{args.case}.json"
     write_json(out, record)
     print(f"{args.case} medium: LDNet test {100 * record['test_rel_error']:.2f} % (paper "
