@@ -80,6 +80,9 @@ CHAINS = {
          ["ldnet.rec_width=128", "ldnet.batch_size=4", "ldnet.epochs=600"]),
         ("bf16 autocast, 1200 + 80 epochs (from the preset)",
          ["train.precision=bf16", "ldnet.epochs=1200", "ldnet.retrain_epochs=80"]),
+        ("R 4 x 256, 450 + 30 epochs, clipped, with the fused rollout (from row 12; R limits: "
+         "reconstruction_capacity.py)",
+         ["ldnet.rec_width=256", "ldnet.epochs=450", "ldnet.retrain_epochs=30", "ldnet.clip_norm=1"]),
     ],
     "atmosphere": [
         ("latent steps 8 h apart, fields standardised by their mean (the old preset)",
