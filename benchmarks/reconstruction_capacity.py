@@ -31,8 +31,8 @@ from ldnet_ablation import CHAINS, dataset
 
 from ldensf_hpc.backend import rng_for
 from ldensf_hpc.cases import load_config
-from ldensf_hpc.data.dataset import TrajectoryStore, load_normalization, split_indices, standardized_frames
-from ldensf_hpc.surrogate.ldnet import LDNet
+from ldensf_hpc.data.dataset import Normalization, TrajectoryStore, load_normalization, split_indices
+from ldensf_hpc.surrogate.ldnet import LDNet, point_batches, point_frames
 from ldensf_hpc.surrogate.training import (EVAL_TRAIN, ORDER_STREAM, Phase, configure_threads, relative_error,
                                            run_phases)
 
@@ -51,28 +51,20 @@ class AutoDecoder(torch.nn.Module):
         return {"kind": self.kind, "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
 
 
-def fit(cfg, store: TrajectoryStore, width: int, fraction: float, work: Path) -> dict:
-    """Train the auto-decoder of R width ``width`` for ``fraction`` of the preset's stage-one epochs."""
+def fit(cfg, store: TrajectoryStore, norm: Normalization, train: np.ndarray, frames: torch.Tensor, width: int,
+        fraction: float, work: Path) -> dict:
+    """Train the auto-decoder of R width ``width`` on the train trajectories ``train`` (their ``point_frames``)
+    for ``fraction`` of the preset's stage-one epochs."""
     lcfg = dataclasses.replace(cfg.ldnet, rec_width=width)
-    norm = load_normalization(store, cfg.data.split, cfg.data.seed)
-    train = split_indices(store.n_trajectories, cfg.data.split, cfg.data.seed)["train"]
-    frames = standardized_frames(store, train, norm, lcfg.frame_every)
-    n, T, F = frames.shape[:3]
-    frames = torch.from_numpy(np.ascontiguousarray(frames.reshape(n, T, F, -1).transpose(0, 1, 3, 2)))
+    n, T, n_points, F = frames.shape
     xi = torch.as_tensor(norm.scale_xi(store.grid_points()), dtype=torch.float32)
-    n_points = frames.shape[2]
     M = min(cfg.data.points_per_frame, n_points)
     steps = max(1, math.ceil(n / lcfg.batch_size))
-    times = torch.arange(T)[:, None]
     torch.manual_seed(cfg.train.seed)
     model = AutoDecoder(LDNet(lcfg, store.params.shape[1], F, norm), n, T)
 
     def batches(keys):
-        rng = rng_for(cfg.train.seed, ORDER_STREAM, *keys)
-        for b in np.array_split(rng.permutation(n), steps):
-            points = torch.as_tensor(rng.random((T, n_points)).argpartition(M - 1, axis=1)[:, :M])
-            b = torch.as_tensor(b)
-            yield b, points, frames[b[:, None, None], times, points]
+        return point_batches(frames, steps, M, rng_for(cfg.train.seed, ORDER_STREAM, *keys))
 
     def loss(batch):
         b, points, target = batch
@@ -117,9 +109,13 @@ def main(argv=None) -> dict:
     print(f"Machine: {describe(info)}", flush=True)
     work = args.work / f"{args.case}-{args.preset}"
     store = TrajectoryStore(dataset(cfg, work))
+    norm = load_normalization(store, cfg.data.split, cfg.data.seed)
+    train = split_indices(store.n_trajectories, cfg.data.split, cfg.data.seed)["train"]
+    frames = point_frames(store, train, cfg.ldnet.frame_every, norm)
     results = []
     for width, fraction in rows:
-        results.append(fit(cfg, store, width, fraction, work / f"autodecoder-{width}-{fraction:g}"))
+        results.append(fit(cfg, store, norm, train, frames, width, fraction,
+                           work / f"autodecoder-{width}-{fraction:g}"))
         r = results[-1]
         print(f"R width {width}, {r['steps']} steps: train rel. error {100 * r['train_rel_error']:.1f} % "
               f"in {r['wall_s']:.0f} s", flush=True)
